@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""
+Benchmark the plugin's diffusion model against fairseq's CMLM on Multi30k de->en.
+
+Both models get the same sentencepiece vocabulary (one joint model and one
+dictionary, built by scripts/prepare_prompted.py), the same training budget
+(fairseq's --stop-time-hours, each run pinned to the same number of threads),
+the same optimizer and the same length-beam decoding settings. Warm-up lengths
+default to a fraction of the updates each model is expected to make in the
+budget, measured by a short calibration run. The script trains both models,
+decodes test_2016_flickr with fairseq-generate, scores the detokenized output
+with sacreBLEU and prints one markdown table; the table and a JSON file with
+every number and command go to --workdir.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = REPO / "diffusion_plugin"
+SRC, TGT = "de", "en"
+RAW_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+MODELS = {
+    "plugin": "diffusion_xlmr_tiny (plugin)",
+    "cmlm": "cmlm_transformer (fairseq)",
+}
+DEFAULT_TEMPLATE = "Translate the German sentence to English. German: {src} English:"
+TRANSLATED_RE = re.compile(r"Translated [\d,]+ sentences .*?\(([\d.]+) sentences/s")
+NUM_UPDATES_RE = re.compile(r"num_updates[= ](\d+)")
+INNER_RE = re.compile(r"num_updates=(\d+),.* wall=(\d+)")
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=None,
+                        help="directory with Multi30k {train,val,test_2016_flickr}.{de,en} "
+                             "(default: the first shared/data/multi30k found in a parent "
+                             "directory of the repository)")
+    parser.add_argument("--workdir", type=Path, default=REPO / "work" / "bench_vs_cmlm",
+                        help="output directory for data, checkpoints, logs and results")
+    parser.add_argument("--budget-minutes", type=float, default=45.0,
+                        help="training time per model (fairseq's --stop-time-hours)")
+    parser.add_argument("--threads-per-model", type=int, default=1,
+                        help="OMP/MKL threads of each training and decoding run")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--parallel", dest="parallel", action="store_true", default=True,
+                      help="train both models at the same time (default)")
+    mode.add_argument("--sequential", dest="parallel", action="store_false",
+                      help="train the models one after the other")
+    parser.add_argument("--max-tokens", type=int, default=4096,
+                        help="tokens per batch (plugin: prompt + target; CMLM: max(src, tgt))")
+    for model in MODELS:
+        parser.add_argument(f"--{model}-lr", type=float, default=5e-4,
+                            help=f"peak learning rate of {model} (inverse_sqrt schedule)")
+        parser.add_argument(f"--{model}-warmup-updates", type=int, default=None,
+                            help=f"warm-up updates of {model} (default: --warmup-fraction "
+                                 "of its calibrated expected updates)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.1,
+                        help="default warm-up as a fraction of the expected updates")
+    parser.add_argument("--calibration-minutes", type=float, default=1.5,
+                        help="length of the calibration runs that measure updates/s")
+    parser.add_argument("--vocab-size", type=int, default=8000,
+                        help="joint sentencepiece vocabulary size")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE,
+                        help="prompt template of the plugin's source side ({src} = German)")
+    parser.add_argument("--prep-workers", type=int, default=2,
+                        help="workers of the data preparation")
+    parser.add_argument("--skip-train", action="store_true",
+                        help="decode and score the checkpoints already in --workdir")
+    parser.add_argument("--iter-decode-max-iter", type=int, default=10,
+                        help="refinement steps of both decoders")
+    parser.add_argument("--length-beam", type=int, default=5,
+                        help="candidate lengths per sentence (--iter-decode-with-beam)")
+    parser.add_argument("--batch-size", type=int, default=64, help="decoding batch size")
+    parser.add_argument("--train-lines", type=int, default=None,
+                        help="for smoke tests: train on the first N pairs only")
+    parser.add_argument("--test-lines", type=int, default=None,
+                        help="for smoke tests: decode and score the first N test pairs only")
+    return parser
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def find_data(path):
+    """The Multi30k directory: --data, else shared/data/multi30k above the repository."""
+    candidates = [path.resolve()] if path is not None else [
+        parent / "shared" / "data" / "multi30k" for parent in REPO.parents
+    ]
+    needed = [f"{name}.{lang}" for name in RAW_SPLITS.values() for lang in (SRC, TGT)]
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in needed):
+            return candidate
+    raise SystemExit(
+        f"Multi30k not found (looked in {', '.join(map(str, candidates))}); "
+        f"pass --data DIR holding {', '.join(needed)}"
+    )
+
+
+def fairseq_cli(name):
+    """A console script of the running environment (fairseq-train, ...)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name) or name
+
+
+def thread_env(threads):
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                PYTHONUNBUFFERED="1")
+
+
+def command_string(cmd, threads):
+    return f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} " + shlex.join(cmd)
+
+
+def tail(path, lines=40):
+    text = Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else []
+    return "\n".join(text[-lines:])
+
+
+def run_logged(cmd, log_path, threads, what):
+    """Runs cmd to completion with its output in log_path; exits with the tail on failure."""
+    with open(log_path, "w") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=thread_env(threads))
+    if code != 0:
+        log(f"{what} failed (exit {code}); last lines of {log_path}:\n{tail(log_path)}")
+        sys.exit(1)
+
+
+def data_dir(model, paths):
+    return paths["plugin_bin"] if model == "plugin" else paths["cmlm_bin"]
+
+
+# ------------------------------------------------------------------- data
+def prepare_data(args, raw, paths, commands):
+    """Plugin data via scripts/prepare_prompted.py, CMLM data with the same spm model and dict."""
+    import sentencepiece as spm
+
+    for key in ("plugin_bin", "cmlm_spm", "cmlm_bin"):
+        shutil.rmtree(paths[key], ignore_errors=True)
+    paths["cmlm_spm"].mkdir(parents=True)
+    threads = args.prep_workers
+    with tempfile.TemporaryDirectory() as tmp:
+        prefixes = {split: f"{raw / name}" for split, name in RAW_SPLITS.items()}
+        for split, limit in (("train", args.train_lines), ("test", args.test_lines)):
+            if limit is None:
+                continue
+            for lang in (SRC, TGT):
+                with open(f"{prefixes[split]}.{lang}", encoding="utf-8") as f:
+                    head = [line for _, line in zip(range(limit), f)]
+                Path(tmp, f"{split}.{lang}").write_text("".join(head), encoding="utf-8")
+            prefixes[split] = os.path.join(tmp, split)
+
+        cmd = [
+            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
+            "--source-lang", SRC, "--target-lang", TGT,
+            "--trainpref", prefixes["train"],
+            "--validpref", prefixes["valid"],
+            "--testpref", prefixes["test"],
+            "--destdir", str(paths["plugin_bin"]),
+            "--template", args.template,
+            "--vocab-size", str(args.vocab_size),
+            "--workers", str(args.prep_workers),
+        ]
+        commands["prepare_plugin"] = command_string(cmd, threads)
+        log("preparing the plugin's data (prompted; trains the sentencepiece model)")
+        run_logged(cmd, paths["workdir"] / "prepare_plugin.log", threads, "prepare_prompted.py")
+
+        spm_model = paths["plugin_bin"] / "sentencepiece.bpe.model"
+        log("encoding the unprompted text with the same sentencepiece model for CMLM")
+        sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+        for split, prefix in prefixes.items():
+            for lang in (SRC, TGT):
+                with open(f"{prefix}.{lang}", encoding="utf-8") as f:
+                    pieces = sp.encode([line.strip() for line in f], out_type=str)
+                with open(paths["cmlm_spm"] / f"{split}.{lang}", "w", encoding="utf-8") as f:
+                    f.writelines(" ".join(p) + "\n" for p in pieces)
+    commands["encode_cmlm"] = (
+        f"sentencepiece.SentencePieceProcessor(model_file='{spm_model}')"
+        f".encode(stripped_lines, out_type=str) for {raw}/"
+        f"{{{','.join(RAW_SPLITS.values())}}}.{{{SRC},{TGT}}} -> {paths['cmlm_spm']}"
+    )
+
+    cmd = [
+        fairseq_cli("fairseq-preprocess"),
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--trainpref", str(paths["cmlm_spm"] / "train"),
+        "--validpref", str(paths["cmlm_spm"] / "valid"),
+        "--testpref", str(paths["cmlm_spm"] / "test"),
+        "--srcdict", str(paths["plugin_bin"] / f"dict.{SRC}.txt"),
+        "--tgtdict", str(paths["plugin_bin"] / f"dict.{TGT}.txt"),
+        "--destdir", str(paths["cmlm_bin"]),
+        "--workers", str(args.prep_workers),
+    ]
+    commands["prepare_cmlm"] = command_string(cmd, threads)
+    log("binarizing the CMLM data with the plugin's dictionary")
+    run_logged(cmd, paths["workdir"] / "prepare_cmlm.log", threads, "fairseq-preprocess")
+
+
+# --------------------------------------------------------------- training
+def train_command(args, model, paths, warmup, calibration=False):
+    """fairseq-train arguments: shared optimization settings plus each model's own.
+
+    A calibration run is short, saves nothing, skips validation and logs every update.
+    --required-batch-size-multiple 1 (here and in decoding) keeps fairseq 0.12 from
+    dropping a last batch whose size is not a multiple of 8 (fairseq issue #5036).
+    """
+    if model == "plugin":
+        cmd = [
+            fairseq_cli("fairseq-train"), str(data_dir(model, paths)),
+            "--user-dir", str(USER_DIR),
+            "--task", "prompted_translation",
+            "--arch", "diffusion_xlmr_tiny",
+            "--criterion", "masked_diffusion",
+            "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
+        ]
+    else:
+        cmd = [
+            fairseq_cli("fairseq-train"), str(data_dir(model, paths)),
+            "--task", "translation_lev", "--noise", "random_mask",
+            "--arch", "cmlm_transformer",
+            "--criterion", "nat_loss",
+            "--encoder-layers", "3", "--decoder-layers", "3",
+            "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+            "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
+            "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+            "--share-all-embeddings", "--apply-bert-init",
+            "--encoder-learned-pos", "--decoder-learned-pos",
+            "--max-source-positions", "256", "--max-target-positions", "256",
+            "--pred-length-offset", "--length-loss-factor", "0.1",
+        ]
+    minutes = args.calibration_minutes if calibration else args.budget_minutes
+    cmd += [
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+        "--clip-norm", "1.0", "--weight-decay", "0.01",
+        "--lr", str(getattr(args, f"{model}_lr")), "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07",
+        "--dropout", "0.1", "--label-smoothing", "0.1",
+        "--max-tokens", str(args.max_tokens),
+        "--stop-time-hours", f"{minutes / 60:.6g}",
+        "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple",
+        "--required-batch-size-multiple", "1",
+    ]
+    if calibration:
+        cmd += ["--save-dir", str(paths[model] / "calibration"), "--no-save",
+                "--disable-validation", "--log-interval", "1"]
+    else:
+        cmd += ["--save-dir", str(paths[model] / "checkpoints"), "--no-epoch-checkpoints",
+                "--validate-interval", "1000", "--save-interval", "1000", "--log-interval", "10"]
+    return cmd
+
+
+def last_num_updates(log_path):
+    found = NUM_UPDATES_RE.findall(tail(log_path, 20))
+    return int(found[-1]) if found else 0
+
+
+def run_trainings(args, jobs, minutes, what):
+    """Runs {model: (cmd, log_path)} together or in turn, reporting progress every minute.
+
+    Returns each run's wall-clock seconds; on a failure, stops the others and exits.
+    """
+    batches = [list(jobs)] if args.parallel else [[model] for model in jobs]
+    wall = {}
+    for batch in batches:
+        running = {}
+        for model in batch:
+            cmd, log_path = jobs[model]
+            log(f"{what} {model}: {minutes:g} min on {args.threads_per_model} thread(s), "
+                f"log {log_path}")
+            with open(log_path, "w") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=thread_env(args.threads_per_model))
+            running[model] = (proc, time.time())
+        next_report = time.time() + 60
+        while running:
+            time.sleep(2)
+            for model, (proc, start) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[model]
+                log_path = jobs[model][1]
+                if code != 0:
+                    log(f"{what} {model} failed (exit {code}); last lines of {log_path}:\n"
+                        f"{tail(log_path)}")
+                    for other, (other_proc, _) in running.items():
+                        log(f"stopping {other}")
+                        os.killpg(other_proc.pid, signal.SIGTERM)
+                        other_proc.wait()
+                    sys.exit(1)
+                wall[model] = time.time() - start
+                log(f"{what} {model} done in {wall[model] / 60:.1f} min, "
+                    f"{last_num_updates(log_path)} updates")
+            if running and time.time() >= next_report:
+                next_report += 60
+                for model, (_, start) in running.items():
+                    log(f"{what} {model}: {(time.time() - start) / 60:.1f}/{minutes:g} min, "
+                        f"update {last_num_updates(jobs[model][1])}")
+    return wall
+
+
+def updates_per_second(log_path):
+    """Update rate between the first and the last update logged by a calibration run."""
+    points = [(int(u), int(w)) for u, w in INNER_RE.findall(Path(log_path).read_text())]
+    if not points:
+        raise SystemExit(f"{log_path}: no update in the calibration run; raise --calibration-minutes")
+    (u0, w0), (u1, w1) = points[0], points[-1]
+    return (u1 - u0) / (w1 - w0) if w1 > w0 else u1 / max(w1, 1)
+
+
+def calibrate(args, paths, calibration):
+    """Warm-up updates of each model: given, or a fraction of its expected updates."""
+    warmup = {model: getattr(args, f"{model}_warmup_updates") for model in MODELS}
+    todo = [model for model in MODELS if warmup[model] is None]
+    if not todo:
+        return warmup
+    jobs = {}
+    for model in todo:
+        shutil.rmtree(paths[model] / "calibration", ignore_errors=True)
+        cmd = train_command(args, model, paths, warmup=1, calibration=True)
+        jobs[model] = (cmd, paths[model] / "calibration.log")
+    run_trainings(args, jobs, args.calibration_minutes, "calibrating")
+    for model in todo:
+        rate = updates_per_second(jobs[model][1])
+        expected = rate * args.budget_minutes * 60
+        warmup[model] = max(1, round(args.warmup_fraction * expected))
+        calibration[model] = {"updates_per_second": rate, "expected_updates": expected,
+                              "command": command_string(jobs[model][0], args.threads_per_model)}
+        log(f"{model}: {rate:.3f} updates/s, ~{expected:.0f} updates expected, "
+            f"warm-up {warmup[model]} updates")
+        shutil.rmtree(paths[model] / "calibration", ignore_errors=True)
+    return warmup
+
+
+def train(args, paths, commands, calibration):
+    warmup = calibrate(args, paths, calibration)
+    jobs = {}
+    for model in MODELS:
+        shutil.rmtree(paths[model] / "checkpoints", ignore_errors=True)
+        cmd = train_command(args, model, paths, warmup[model])
+        commands[f"train_{model}"] = command_string(cmd, args.threads_per_model)
+        jobs[model] = (cmd, paths[model] / "train.log")
+    return run_trainings(args, jobs, args.budget_minutes, "training")
+
+
+# --------------------------------------------------------------- decoding
+def decode(args, model, paths, commands):
+    """fairseq-generate on the test set: (detokenized hypotheses by id, sentences/s)."""
+    checkpoint = paths[model] / "checkpoints" / "checkpoint_last.pt"
+    if not checkpoint.exists():
+        raise SystemExit(f"{checkpoint} not found; train first (without --skip-train)")
+    # --user-dir for CMLM as well: importing the plugin registers the globals that
+    # torch >= 2.6 needs to load any fairseq checkpoint (checkpoint_loading.py).
+    cmd = [fairseq_cli("fairseq-generate"), str(data_dir(model, paths)), "--user-dir", str(USER_DIR)]
+    if model == "plugin":
+        cmd += ["--task", "prompted_translation"]
+    else:
+        cmd += ["--task", "translation_lev", "--iter-decode-eos-penalty", "0"]
+    cmd += [
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--path", str(checkpoint), "--gen-subset", "test",
+        "--iter-decode-max-iter", str(args.iter_decode_max_iter),
+        "--iter-decode-with-beam", str(args.length_beam),
+        "--batch-size", str(args.batch_size),
+        "--post-process", "sentencepiece", "--cpu", "--num-workers", "0",
+        "--required-batch-size-multiple", "1",
+    ]
+    commands[f"generate_{model}"] = command_string(cmd, args.threads_per_model)
+    output = paths[model] / "generate-test.txt"
+    log(f"decoding test with {model} on {args.threads_per_model} thread(s), output {output}")
+    run_logged(cmd, output, args.threads_per_model, f"fairseq-generate ({model})")
+
+    hypotheses, speed = {}, None
+    for line in output.read_text(encoding="utf-8").splitlines():
+        if line.startswith("D-"):
+            fields = line.split("\t", 2)
+            hypotheses[int(fields[0][2:])] = fields[2] if len(fields) > 2 else ""
+        match = TRANSLATED_RE.search(line)
+        if match:
+            speed = float(match.group(1))
+    ordered = [hypotheses[i] for i in sorted(hypotheses)]
+    (paths[model] / "hypotheses.detok.en").write_text("".join(h + "\n" for h in ordered), encoding="utf-8")
+    return ordered, speed
+
+
+def checkpoint_stats(model, paths):
+    """Unique parameters, updates and last validation loss of a model's final checkpoint."""
+    from fairseq import checkpoint_utils, tasks, utils
+
+    utils.import_user_module(argparse.Namespace(user_dir=str(USER_DIR)))
+    path = paths[model] / "checkpoints" / "checkpoint_last.pt"
+    overrides = {"data": str(data_dir(model, paths))}
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(path), arg_overrides=overrides)
+    task = tasks.setup_task(state["cfg"].task)
+    network = task.build_model(state["cfg"].model)
+    network.load_state_dict(state["model"], strict=True)
+    return {
+        # parameters() yields a tied (shared) weight once
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "updates": state["optimizer_history"][-1]["num_updates"],
+        "valid_loss": state["extra_state"].get("val_loss"),
+    }
+
+
+def results_table(results):
+    rows = [
+        "| model | parameters | updates | valid loss | BLEU | sentences/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, r in results.items():
+        loss = "n/a" if r["valid_loss"] is None else f"{r['valid_loss']:.3f}"
+        speed = "n/a" if r["sentences_per_second"] is None else f"{r['sentences_per_second']:.2f}"
+        rows.append(
+            f"| {MODELS[model]} | {r['parameters'] / 1e6:.2f}M | {r['updates']:,} | {loss} "
+            f"| {r['bleu']:.2f} | {speed} |"
+        )
+    return "\n".join(rows)
+
+
+def main(args):
+    import sacrebleu
+
+    start = time.time()
+    raw = find_data(args.data)
+    workdir = args.workdir.resolve()
+    paths = {
+        "workdir": workdir,
+        "plugin_bin": workdir / "data" / "plugin-bin",
+        "cmlm_spm": workdir / "data" / "cmlm-spm",
+        "cmlm_bin": workdir / "data" / "cmlm-bin",
+        **{model: workdir / model for model in MODELS},
+    }
+    for model in MODELS:
+        paths[model].mkdir(parents=True, exist_ok=True)
+    results_path = workdir / "results.json"
+    commands, calibration, wall = {}, {}, {}
+    if args.skip_train:
+        if results_path.exists():
+            previous = json.loads(results_path.read_text())
+            commands = {k: v for k, v in previous["commands"].items() if not k.startswith("generate_")}
+            calibration = previous["calibration"]
+            wall = previous["train_wall_seconds"]
+    else:
+        prepare_data(args, raw, paths, commands)
+        wall = train(args, paths, commands, calibration)
+
+    references = (raw / f"{RAW_SPLITS['test']}.{TGT}").read_text(encoding="utf-8").splitlines()
+    references = references[: args.test_lines]
+    bleu = sacrebleu.metrics.BLEU()
+    results = {}
+    for model in MODELS:
+        hypotheses, speed = decode(args, model, paths, commands)
+        if len(hypotheses) != len(references):
+            raise SystemExit(f"{model}: {len(hypotheses)} hypotheses for {len(references)} references")
+        score = bleu.corpus_score(hypotheses, [references])
+        results[model] = {
+            **checkpoint_stats(model, paths),
+            "bleu": score.score,
+            "bleu_string": str(score),
+            "sentences_per_second": speed,
+        }
+    signature = str(bleu.get_signature())
+
+    report = (
+        f"{results_table(results)}\n\nsacreBLEU signature: {signature}\n\n"
+        f"test_2016_flickr ({len(references)} sentences), training budget "
+        f"{args.budget_minutes:g} min per model on {args.threads_per_model} thread(s) each "
+        f"({'in parallel' if args.parallel else 'in turn'}); valid loss: each model's own "
+        f"training objective on val, base 2, as fairseq logs it.\n"
+    )
+    print("\n" + report, flush=True)
+    (workdir / "results.md").write_text(report)
+    results_path.write_text(json.dumps({
+        "results": results,
+        "sacrebleu_signature": signature,
+        "calibration": calibration,
+        "train_wall_seconds": wall,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "data": str(raw),
+        "commands": commands,
+        "total_seconds": time.time() - start,
+    }, indent=2) + "\n")
+    log(f"done in {(time.time() - start) / 60:.1f} min; results in {workdir}/results.{{md,json}}")
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())

@@ -1,0 +1,143 @@
+"""RDM's reweighted absorbing-diffusion loss over the target tokens (Ye et al., 2023, §3)."""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics, utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
+from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+
+
+@dataclass
+class MaskedDiffusionCriterionConfig(FairseqDataclass):
+    num_diffusion_steps: int = field(
+        default=50, metadata={"help": "T: a token is masked with probability t/T, t ~ U{1..T}"}
+    )
+    time_sampling: ChoiceEnum(["coupled", "single"]) = field(
+        default="coupled",
+        metadata={
+            "help": "coupled: two nested noised copies per example (RDM); "
+            "single: one noised copy per example"
+        },
+    )
+    weighting: ChoiceEnum(list(WEIGHTINGS)) = field(
+        default="linear",
+        metadata={"help": "per-row loss weight: linear T-t+1, constant T, elbo T/t"},
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "label smoothing (0.1 for models trained from scratch)"}
+    )
+    length_loss_factor: float = field(
+        default=0.1, metadata={"help": "weight of the jointly trained length head's loss (0: off)"}
+    )
+
+
+@register_criterion("masked_diffusion", dataclass=MaskedDiffusionCriterionConfig)
+class MaskedDiffusionCriterion(FairseqCriterion):
+    """Loss of one batch (R noised rows: R = 2B when coupled, B when single)::
+
+        loss = sum_rows w(t_row) / n_row * sum_{masked i} [(1-ls) CE_i]
+             + sum_rows T / n_row * sum_{masked i} [ls * mean_v(-log p_v)]
+             + length_loss_factor * R / B * sum_examples CE(length)
+
+    with n_row the row's maskable (target) tokens; ``sample_size`` = R, so the
+    optimised quantity is the mean over rows.
+    """
+
+    def __init__(self, cfg: MaskedDiffusionCriterionConfig, task):
+        super().__init__(task)
+        self.cfg = cfg
+        self.diffusion = AbsorbingDiffusion(
+            task.target_dictionary.index(MASK_SYMBOL), cfg.num_diffusion_steps
+        )
+
+    def forward(self, model, sample, reduce=True):
+        tokens, maskable = sample["tokens"], sample["target_mask"]
+        batch_size = tokens.size(0)
+        if self.cfg.time_sampling == "coupled":
+            noised, masked, t = self.diffusion.q_sample_coupled(tokens, maskable)
+            maskable = maskable.repeat(2, 1)
+            tokens = tokens.repeat(2, 1)
+        else:
+            t = self.diffusion.sample_time(batch_size, device=tokens.device)
+            noised, masked = self.diffusion.q_sample(tokens, maskable, t)
+        num_rows = tokens.size(0)
+        predict_length = self.cfg.length_loss_factor > 0
+
+        net_output = model(
+            sample["net_input"]["src_tokens"],
+            sample["net_input"]["src_lengths"],
+            noised,
+            masked,
+            predict_length=predict_length,
+        )
+        lprobs = F.log_softmax(net_output["word_logits"].float(), dim=-1)
+        targets = tokens[masked]
+        nll = -lprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+        row_of_token = masked.nonzero()[:, 0]
+        maskable_per_row = maskable.sum(1).float()
+        row_weight = self.diffusion.loss_weight(t, self.cfg.weighting) / maskable_per_row
+        ls = self.cfg.label_smoothing
+        token_loss = (1.0 - ls) * nll * row_weight[row_of_token]
+        if ls > 0:
+            smooth_weight = self.diffusion.num_steps / maskable_per_row
+            token_loss = token_loss + ls * (-lprobs.mean(-1)) * smooth_weight[row_of_token]
+        diffusion_loss = token_loss.sum()
+
+        length_loss = diffusion_loss.new_zeros(())
+        if predict_length:
+            num_target_tokens = sample["target"].ne(self.padding_idx).sum(1) - 1
+            length_classes = net_output["length_logits"].size(-1)
+            length_target = (num_target_tokens - 1).clamp(0, length_classes - 1)
+            length_loss = F.cross_entropy(
+                net_output["length_logits"].float(), length_target, reduction="sum"
+            )
+        loss = diffusion_loss + self.cfg.length_loss_factor * length_loss * num_rows / batch_size
+
+        logging_output = {
+            "loss": loss.data,
+            "diffusion_loss": diffusion_loss.data,
+            "nll_loss": nll.sum().data,
+            "length_loss": length_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": batch_size,
+            "sample_size": num_rows,
+            "masked_tokens": int(masked.sum()),
+            "correct": int((lprobs.argmax(-1) == targets).sum()),
+            "mask_ratio": float((masked.sum(1).float() / maskable_per_row).sum()),
+        }
+        return loss, num_rows, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        sample_size = total("sample_size")
+        masked_tokens = total("masked_tokens")
+        nsentences = total("nsentences")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar(
+            "diffusion_loss", total("diffusion_loss") / sample_size / math.log(2), sample_size, round=3
+        )
+        metrics.log_scalar(
+            "nll_loss", total("nll_loss") / max(masked_tokens, 1) / math.log(2), masked_tokens, round=3
+        )
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        metrics.log_scalar(
+            "length_loss", total("length_loss") / max(nsentences, 1) / math.log(2), nsentences, round=3
+        )
+        metrics.log_scalar(
+            "accuracy", 100.0 * total("correct") / max(masked_tokens, 1), masked_tokens, round=2
+        )
+        metrics.log_scalar("mask_ratio", total("mask_ratio") / sample_size, sample_size, round=3)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

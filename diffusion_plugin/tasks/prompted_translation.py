@@ -1,0 +1,161 @@
+"""Prompted translation: fairseq-binarized prompt/target pairs decoded by diffusion."""
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from fairseq import utils
+from fairseq.data import encoders
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
+
+from diffusion_plugin.absorbing_diffusion import ReverseStrategy
+from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+
+logger = logging.getLogger(__name__)
+
+PROMPT_TEMPLATE_FILE = "prompt_template.txt"
+
+
+@dataclass
+class PromptedTranslationConfig(TranslationConfig):
+    max_positions: int = field(
+        default=512,
+        metadata={
+            "help": "longest <s> prompt target </s> sequence; longer training pairs are "
+            "dropped and counted, longer valid/test pairs are an error unless "
+            "--skip-invalid-size-inputs-valid-test"
+        },
+    )
+    decoding_strategy: str = field(
+        default="reparam-uncond-deterministic-cosine",
+        metadata={
+            "help": "reverse process: reparam-{cond,uncond}-{deterministic,stochastic<c>}-"
+            "{cosine,linear} (RDM)"
+        },
+    )
+    prompt_template: str = field(
+        default="auto",
+        metadata={
+            "help": "template with {src} applied to raw input lines by fairseq-interactive; "
+            f"'auto' reads {PROMPT_TEMPLATE_FILE} from the data directory if present, "
+            "'none' feeds lines unchanged"
+        },
+    )
+
+
+class PromptTemplateTokenizer:
+    """Applies the prompt template before an optional inner tokenizer (interactive use)."""
+
+    def __init__(self, template, inner=None):
+        self.template = template
+        self.inner = inner
+
+    def encode(self, line: str) -> str:
+        line = self.template.replace("{src}", line.strip())
+        return self.inner.encode(line) if self.inner is not None else line
+
+    def decode(self, line: str) -> str:
+        return self.inner.decode(line) if self.inner is not None else line
+
+
+@register_task("prompted_translation", dataclass=PromptedTranslationConfig)
+class PromptedTranslationTask(TranslationTask):
+    """Reads ``fairseq-preprocess`` output whose source side holds the prompted text.
+
+    Both sides share one dictionary that contains ``<mask>``; each example becomes
+    ``<s> prompt target </s>`` (see :class:`PromptedPairDataset`).
+    """
+
+    cfg: PromptedTranslationConfig
+
+    @classmethod
+    def setup_task(cls, cfg: PromptedTranslationConfig, **kwargs):
+        paths = utils.split_paths(cfg.data)
+        if len(paths) == 0:
+            raise ValueError("no data directory given")
+        if cfg.source_lang is None or cfg.target_lang is None:
+            raise ValueError("pass --source-lang and --target-lang (e.g. -s de -t en)")
+        src_path = os.path.join(paths[0], f"dict.{cfg.source_lang}.txt")
+        tgt_path = os.path.join(paths[0], f"dict.{cfg.target_lang}.txt")
+        for path in (src_path, tgt_path):
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"{path} not found; binarize with scripts/prepare_prompted.py"
+                )
+        src_dict = cls.load_dictionary(src_path)
+        tgt_dict = cls.load_dictionary(tgt_path)
+        if src_dict.symbols != tgt_dict.symbols:
+            raise ValueError(
+                f"{src_path} and {tgt_path} differ; the prompt and the target share one "
+                "sequence and need one dictionary: binarize with fairseq-preprocess "
+                "--joined-dictionary (or --srcdict D --tgtdict D)"
+            )
+        if MASK_SYMBOL not in src_dict.indices:
+            raise ValueError(
+                f"{src_path} has no {MASK_SYMBOL} symbol, which the diffusion uses as its "
+                f"absorbing state; add a line '{MASK_SYMBOL} 1' to the dictionary before "
+                "binarizing (scripts/prepare_prompted.py always does)"
+            )
+        logger.info(f"dictionary: {len(src_dict)} types ({MASK_SYMBOL}={src_dict.index(MASK_SYMBOL)})")
+        ReverseStrategy.parse(cfg.decoding_strategy)
+        return cls(cfg, src_dict, src_dict)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        if split != self.cfg.train_subset:
+            paths = paths[:1]
+        pairs = load_langpair_dataset(
+            paths[(epoch - 1) % len(paths)],
+            split,
+            self.cfg.source_lang,
+            self.src_dict,
+            self.cfg.target_lang,
+            self.tgt_dict,
+            combine=combine,
+            dataset_impl=self.cfg.dataset_impl,
+            upsample_primary=self.cfg.upsample_primary,
+            left_pad_source=False,
+            left_pad_target=False,
+            max_source_positions=self.cfg.max_positions,
+            max_target_positions=self.cfg.max_positions,
+            prepend_bos=False,
+            shuffle=False,
+        )
+        is_train = split == self.cfg.train_subset
+        self.datasets[split] = PromptedPairDataset(
+            pairs, self.cfg.max_positions, shuffle=is_train, drop_overlength=is_train
+        )
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        pairs = super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
+        return PromptedPairDataset(
+            pairs, self.cfg.max_positions, shuffle=False, drop_overlength=False
+        )
+
+    def max_positions(self):
+        return self.cfg.max_positions
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
+        return DiffusionGenerator(
+            self.target_dictionary,
+            max_iter=getattr(args, "iter_decode_max_iter", 10),
+            beam_size=getattr(args, "iter_decode_with_beam", 1),
+            strategy=getattr(args, "decoding_strategy", self.cfg.decoding_strategy),
+            retain_history=getattr(args, "retain_iter_history", False),
+            max_positions=min(self.cfg.max_positions, *(m.max_positions() for m in models)),
+        )
+
+    def build_tokenizer(self, args):
+        inner = encoders.build_tokenizer(args)
+        template = self.cfg.prompt_template
+        if template == "auto":
+            path = os.path.join(utils.split_paths(self.cfg.data)[0], PROMPT_TEMPLATE_FILE)
+            template = open(path, encoding="utf-8").read().strip() if os.path.exists(path) else "none"
+        if template == "none":
+            return inner
+        if "{src}" not in template:
+            raise ValueError(f"--prompt-template {template!r} has no {{src}} placeholder")
+        return PromptTemplateTokenizer(template, inner)

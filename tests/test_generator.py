@@ -1,0 +1,110 @@
+"""The length-beam iterative generator on a tiny (untrained) model."""
+
+import math
+
+import pytest
+import torch
+
+from diffusion_plugin.absorbing_diffusion import ReverseStrategy
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
+
+STRATEGIES = [
+    "reparam-uncond-deterministic-cosine",
+    "reparam-cond-deterministic-linear",
+    "reparam-uncond-stochastic1.0-cosine",
+]
+
+
+def batch(task, indices, split="test"):
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in indices])
+
+
+def generator(task, **kwargs):
+    return DiffusionGenerator(task.target_dictionary, max_positions=64, **kwargs)
+
+
+def test_committed_tokens_follow_the_cosine_schedule(tiny_task, tiny_model):
+    gen = generator(tiny_task, max_iter=5, retain_history=True)
+    hypos = gen.generate([tiny_model], batch(tiny_task, range(8)))
+    mask = tiny_model.mask
+    for sentence in hypos:
+        history = sentence[0]["history"]
+        n = len(sentence[0]["tokens"]) - 1
+        committed = [int(h["tokens"][:-1].ne(mask).sum()) for h in history]
+        expected = [0] + [n - math.floor(n * math.cos(math.pi * s / 10)) for s in range(1, len(history))]
+        assert committed == expected
+        assert len(history) - 1 == sentence[0]["steps"] <= 5
+
+
+def test_prompt_is_never_touched(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(6))
+    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]])
+    decoder_out = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
+    decoder_out = decoder_out._replace(max_step=4)
+    prompt = sample["net_input"]["src_tokens"]
+    strategy = ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
+    for _ in range(4):
+        decoder_out = tiny_model.forward_decoder(decoder_out, encoder_out, strategy=strategy)
+        tokens = decoder_out.output_tokens
+        for row in range(prompt.size(0)):
+            length = int(encoder_out["prompt_lengths"][row])
+            assert torch.equal(tokens[row, :length], prompt[row, :length])
+            end = int(tokens[row].ne(tiny_model.pad).sum()) - 1
+            assert tokens[row, end] == tiny_model.eos
+    assert not decoder_out.output_tokens.eq(tiny_model.mask).any()
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if "deterministic" in s])
+def test_mixed_length_batch_equals_one_sentence_at_a_time(tiny_task, tiny_model, strategy):
+    gen = generator(tiny_task, max_iter=6, beam_size=3, strategy=strategy)
+    indices = list(range(12))
+    sample = batch(tiny_task, indices)
+    assert sample["net_input"]["src_lengths"].unique().numel() > 3, "want mixed prompt lengths"
+    together = gen.generate([tiny_model], sample)
+    for i, index in enumerate(indices):
+        alone = gen.generate([tiny_model], batch(tiny_task, [index]))
+        assert len(alone[0]) == len(together[i]) == 3
+        for hypo_alone, hypo_together in zip(alone[0], together[i]):
+            assert torch.equal(hypo_alone["tokens"], hypo_together["tokens"])
+            assert hypo_alone["score"].item() == pytest.approx(hypo_together["score"].item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_outputs_hold_no_special_symbols_and_follow_the_length_beam(tiny_task, tiny_model, strategy):
+    gen = generator(tiny_task, max_iter=3, beam_size=4, strategy=strategy)
+    sample = batch(tiny_task, range(10))
+    hypos = gen.generate([tiny_model], sample)
+    dictionary = tiny_task.target_dictionary
+    special = {tiny_model.mask, dictionary.pad(), dictionary.bos(), dictionary.eos()}
+    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
+    beam_lengths = tiny_model.predict_lengths(encoder_out, 4)
+    for row, sentence in enumerate(hypos):
+        assert len(sentence) == 4
+        for hypo in sentence:
+            body = hypo["tokens"][:-1].tolist()
+            assert hypo["tokens"][-1] == dictionary.eos()
+            assert not special & set(body)
+            assert hypo["score"].item() == pytest.approx(hypo["positional_scores"][:-1].mean().item())
+        scores = [h["score"].item() for h in sentence]
+        assert scores == sorted(scores, reverse=True)
+        assert sorted(len(h["tokens"]) - 1 for h in sentence) == sorted(beam_lengths[row].tolist())
+
+
+def test_lengths_are_clipped_to_the_room_after_the_prompt(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(4))
+    longest_prompt = int(sample["net_input"]["src_lengths"].max())
+    gen = DiffusionGenerator(tiny_task.target_dictionary, max_iter=2, beam_size=2, max_positions=longest_prompt + 3)
+    for sentence, prompt_length in zip(gen.generate([tiny_model], sample), sample["net_input"]["src_lengths"]):
+        for hypo in sentence:
+            assert int(prompt_length) + len(hypo["tokens"]) <= longest_prompt + 3
+    gen = DiffusionGenerator(tiny_task.target_dictionary, max_positions=longest_prompt)
+    with pytest.raises(ValueError, match="leaves no room"):
+        gen.generate([tiny_model], sample)
+
+
+def test_invalid_generator_options(tiny_task):
+    with pytest.raises(ValueError, match="--iter-decode-max-iter"):
+        DiffusionGenerator(tiny_task.target_dictionary, max_iter=0)
+    with pytest.raises(ValueError, match="--iter-decode-with-beam"):
+        DiffusionGenerator(tiny_task.target_dictionary, beam_size=0)

@@ -1,0 +1,85 @@
+"""The prompted_translation task: dictionaries, concatenated samples, length filtering."""
+
+import logging
+import shutil
+
+import pytest
+import torch
+from fairseq import tasks
+
+from conftest import binarize, training_cfg, write_reversal_corpus
+
+
+def test_samples_concatenate_prompt_and_target(tiny_task):
+    dataset = tiny_task.dataset("valid")
+    sample = dataset.collater([dataset[i] for i in range(5)])
+    dictionary = tiny_task.source_dictionary
+    for row in range(5):
+        item = dataset[int(sample["id"][row])]
+        prompt = sample["net_input"]["src_tokens"][row]
+        prompt = prompt[prompt.ne(dictionary.pad())]
+        assert prompt[0] == dictionary.bos()
+        assert torch.equal(prompt[1:], item["source"][:-1])
+        full = sample["tokens"][row][sample["tokens"][row].ne(dictionary.pad())]
+        assert torch.equal(full, torch.cat([prompt, item["target"]]))
+        assert full[-1] == dictionary.eos()
+        target_positions = sample["target_mask"][row].nonzero().view(-1)
+        assert torch.equal(sample["tokens"][row, target_positions], item["target"])
+        assert dataset.size(int(sample["id"][row])) == len(full)
+    assert sample["ntokens"] == int(sample["target"].ne(dictionary.pad()).sum())
+
+
+def test_training_drops_and_counts_overlength_pairs(tiny_data, caplog):
+    cfg = training_cfg(tiny_data, "--max-positions", "12")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    too_long = int((dataset.sizes > 12).sum())
+    assert 0 < too_long < len(dataset)
+    with caplog.at_level(logging.WARNING):
+        kept = dataset.ordered_indices()
+    assert len(kept) == len(dataset) - too_long
+    assert (dataset.sizes[kept] <= 12).all()
+    assert f"dropped {too_long:,} of {len(dataset):,} pairs longer than --max-positions 12" in caplog.text
+
+
+def test_validation_overlength_is_an_error_naming_the_flag(tiny_data):
+    cfg = training_cfg(tiny_data, "--max-positions", "12")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    with pytest.raises(Exception, match="skip-invalid-size-inputs-valid-test"):
+        task.get_batch_iterator(task.dataset("valid"), max_tokens=1000, max_positions=task.max_positions())
+
+
+@pytest.fixture()
+def data_copy(tiny_data, tmp_path):
+    copy = tmp_path / "bin"
+    shutil.copytree(tiny_data, copy)
+    return copy
+
+
+def test_dictionary_without_mask_is_rejected(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_reversal_corpus(raw, sizes=(("train", 20), ("valid", 5), ("test", 5)))
+    data = binarize(raw, tmp_path / "bin", with_mask=False)
+    with pytest.raises(ValueError, match=r"dict\.src\.txt has no <mask> symbol"):
+        tasks.setup_task(training_cfg(data).task)
+
+
+def test_different_source_and_target_dictionaries_are_rejected(data_copy):
+    with open(data_copy / "dict.tgt.txt", "a") as f:
+        f.write("extra 1\n")
+    with pytest.raises(ValueError, match=r"dict\.src\.txt and .*dict\.tgt\.txt differ.*--joined-dictionary"):
+        tasks.setup_task(training_cfg(data_copy).task)
+
+
+def test_missing_dictionary_names_the_file(data_copy):
+    (data_copy / "dict.tgt.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dict\.tgt\.txt not found"):
+        tasks.setup_task(training_cfg(data_copy).task)
+
+
+def test_unknown_decoding_strategy_is_rejected(tiny_data):
+    with pytest.raises(ValueError, match="--decoding-strategy"):
+        tasks.setup_task(training_cfg(tiny_data, "--decoding-strategy", "greedy").task)
