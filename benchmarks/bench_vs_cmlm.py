@@ -15,6 +15,7 @@ every number and command go to --workdir.
 
 import argparse
 import json
+import logging
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,12 +75,16 @@ def get_parser():
                         help="length of the calibration runs that measure updates/s")
     parser.add_argument("--vocab-size", type=int, default=8000,
                         help="joint sentencepiece vocabulary size")
+    parser.add_argument("--plugin-train-args", default="",
+                        help="extra fairseq-train arguments for the plugin's model, "
+                        "e.g. '--cpu-bf16'")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE,
                         help="prompt template of the plugin's source side ({src} = German)")
     parser.add_argument("--prep-workers", type=int, default=2,
                         help="workers of the data preparation")
     parser.add_argument("--skip-train", action="store_true",
-                        help="decode and score the checkpoints already in --workdir")
+                        help="decode and score the checkpoints already in --workdir "
+                             "(with the data and options recorded in its training.json)")
     parser.add_argument("--iter-decode-max-iter", type=int, default=10,
                         help="refinement steps of both decoders")
     parser.add_argument("--length-beam", type=int, default=5,
@@ -225,6 +231,7 @@ def train_command(args, model, paths, warmup, calibration=False):
             "--arch", "diffusion_xlmr_tiny",
             "--criterion", "masked_diffusion",
             "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
+            *shlex.split(args.plugin_train_args),
         ]
     else:
         cmd = [
@@ -271,53 +278,61 @@ def last_num_updates(log_path):
 def run_trainings(args, jobs, minutes, what):
     """Runs {model: (cmd, log_path)} together or in turn, reporting progress every minute.
 
-    Returns each run's wall-clock seconds; on a failure, stops the others and exits.
+    Returns each run's wall-clock and CPU (user + system) seconds; on a failure,
+    stops the other run and exits.
     """
     batches = [list(jobs)] if args.parallel else [[model] for model in jobs]
-    wall = {}
+    usage = {}
     for batch in batches:
         running = {}
-        for model in batch:
-            cmd, log_path = jobs[model]
-            log(f"{what} {model}: {minutes:g} min on {args.threads_per_model} thread(s), "
-                f"log {log_path}")
-            with open(log_path, "w") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env=thread_env(args.threads_per_model))
-            running[model] = (proc, time.time())
-        next_report = time.time() + 60
-        while running:
-            time.sleep(2)
-            for model, (proc, start) in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                del running[model]
-                log_path = jobs[model][1]
-                if code != 0:
-                    log(f"{what} {model} failed (exit {code}); last lines of {log_path}:\n"
-                        f"{tail(log_path)}")
-                    for other, (other_proc, _) in running.items():
-                        log(f"stopping {other}")
-                        os.killpg(other_proc.pid, signal.SIGTERM)
-                        other_proc.wait()
-                    sys.exit(1)
-                wall[model] = time.time() - start
-                log(f"{what} {model} done in {wall[model] / 60:.1f} min, "
-                    f"{last_num_updates(log_path)} updates")
-            if running and time.time() >= next_report:
-                next_report += 60
-                for model, (_, start) in running.items():
-                    log(f"{what} {model}: {(time.time() - start) / 60:.1f}/{minutes:g} min, "
-                        f"update {last_num_updates(jobs[model][1])}")
-    return wall
+        try:
+            for model in batch:
+                cmd, log_path = jobs[model]
+                log(f"{what} {model}: {minutes:g} min on {args.threads_per_model} thread(s), "
+                    f"log {log_path}")
+                with open(log_path, "w") as out:
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            env=thread_env(args.threads_per_model))
+                running[model] = (proc, time.time())
+            next_report = time.time() + 60
+            while running:
+                time.sleep(2)
+                for model, (proc, start) in list(running.items()):
+                    pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                    if pid == 0:
+                        continue
+                    code = proc.returncode = os.waitstatus_to_exitcode(status)
+                    del running[model]
+                    log_path = jobs[model][1]
+                    if code != 0:
+                        log(f"{what} {model} failed (exit {code}); last lines of {log_path}:\n"
+                            f"{tail(log_path)}")
+                        sys.exit(1)
+                    usage[model] = {"wall_seconds": time.time() - start,
+                                    "cpu_seconds": rusage.ru_utime + rusage.ru_stime}
+                    log(f"{what} {model} done in {usage[model]['wall_seconds'] / 60:.1f} min "
+                        f"({usage[model]['cpu_seconds'] / 60:.1f} CPU-min), "
+                        f"{last_num_updates(log_path)} updates")
+                if running and time.time() >= next_report:
+                    next_report += 60
+                    for model, (_, start) in running.items():
+                        log(f"{what} {model}: {(time.time() - start) / 60:.1f}/{minutes:g} min, "
+                            f"update {last_num_updates(jobs[model][1])}")
+        finally:
+            for model, (proc, _) in running.items():
+                log(f"stopping {what} {model}")
+                proc.terminate()
+                proc.wait()
+    return usage
 
 
 def updates_per_second(log_path):
     """Update rate between the first and the last update logged by a calibration run."""
     points = [(int(u), int(w)) for u, w in INNER_RE.findall(Path(log_path).read_text())]
     if not points:
-        raise SystemExit(f"{log_path}: no update in the calibration run; raise --calibration-minutes")
+        raise SystemExit(
+            f"{log_path}: no update in the calibration run; raise --calibration-minutes"
+        )
     (u0, w0), (u1, w1) = points[0], points[-1]
     return (u1 - u0) / (w1 - w0) if w1 > w0 else u1 / max(w1, 1)
 
@@ -365,7 +380,10 @@ def decode(args, model, paths, commands):
         raise SystemExit(f"{checkpoint} not found; train first (without --skip-train)")
     # --user-dir for CMLM as well: importing the plugin registers the globals that
     # torch >= 2.6 needs to load any fairseq checkpoint (checkpoint_loading.py).
-    cmd = [fairseq_cli("fairseq-generate"), str(data_dir(model, paths)), "--user-dir", str(USER_DIR)]
+    cmd = [
+        fairseq_cli("fairseq-generate"), str(data_dir(model, paths)),
+        "--user-dir", str(USER_DIR),
+    ]
     if model == "plugin":
         cmd += ["--task", "prompted_translation"]
     else:
@@ -393,13 +411,17 @@ def decode(args, model, paths, commands):
         if match:
             speed = float(match.group(1))
     ordered = [hypotheses[i] for i in sorted(hypotheses)]
-    (paths[model] / "hypotheses.detok.en").write_text("".join(h + "\n" for h in ordered), encoding="utf-8")
+    with open(paths[model] / "hypotheses.detok.en", "w", encoding="utf-8") as f:
+        f.writelines(h + "\n" for h in ordered)
     return ordered, speed
 
 
 def checkpoint_stats(model, paths):
     """Unique parameters, updates and last validation loss of a model's final checkpoint."""
-    from fairseq import checkpoint_utils, tasks, utils
+    logging.disable(logging.INFO)  # fairseq's import and task set-up log at INFO level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # fairscale's use of torch.cuda.amp
+        from fairseq import checkpoint_utils, tasks, utils
 
     utils.import_user_module(argparse.Namespace(user_dir=str(USER_DIR)))
     path = paths[model] / "checkpoints" / "checkpoint_last.pt"
@@ -434,8 +456,9 @@ def results_table(results):
 def main(args):
     import sacrebleu
 
+    # `kill` stops the runs this script started, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     start = time.time()
-    raw = find_data(args.data)
     workdir = args.workdir.resolve()
     paths = {
         "workdir": workdir,
@@ -446,26 +469,31 @@ def main(args):
     }
     for model in MODELS:
         paths[model].mkdir(parents=True, exist_ok=True)
-    results_path = workdir / "results.json"
-    commands, calibration, wall = {}, {}, {}
+    record_path = workdir / "training.json"
     if args.skip_train:
-        if results_path.exists():
-            previous = json.loads(results_path.read_text())
-            commands = {k: v for k, v in previous["commands"].items() if not k.startswith("generate_")}
-            calibration = previous["calibration"]
-            wall = previous["train_wall_seconds"]
+        if not record_path.exists():
+            raise SystemExit(f"{record_path} not found; train first (without --skip-train)")
+        record = json.loads(record_path.read_text())
     else:
+        raw, commands, calibration = find_data(args.data), {}, {}
         prepare_data(args, raw, paths, commands)
-        wall = train(args, paths, commands, calibration)
+        usage = train(args, paths, commands, calibration)
+        options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        record = {"options": options, "data": str(raw), "commands": commands,
+                  "calibration": calibration, "training_time": usage}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+    trained, raw, commands = record["options"], Path(record["data"]), dict(record["commands"])
 
     references = (raw / f"{RAW_SPLITS['test']}.{TGT}").read_text(encoding="utf-8").splitlines()
-    references = references[: args.test_lines]
+    references = references[: trained["test_lines"]]
     bleu = sacrebleu.metrics.BLEU()
     results = {}
     for model in MODELS:
         hypotheses, speed = decode(args, model, paths, commands)
         if len(hypotheses) != len(references):
-            raise SystemExit(f"{model}: {len(hypotheses)} hypotheses for {len(references)} references")
+            raise SystemExit(
+                f"{model}: {len(hypotheses)} hypotheses for {len(references)} references"
+            )
         score = bleu.corpus_score(hypotheses, [references])
         results[model] = {
             **checkpoint_stats(model, paths),
@@ -477,22 +505,21 @@ def main(args):
 
     report = (
         f"{results_table(results)}\n\nsacreBLEU signature: {signature}\n\n"
-        f"test_2016_flickr ({len(references)} sentences), training budget "
-        f"{args.budget_minutes:g} min per model on {args.threads_per_model} thread(s) each "
-        f"({'in parallel' if args.parallel else 'in turn'}); valid loss: each model's own "
-        f"training objective on val, base 2, as fairseq logs it.\n"
+        f"test_2016_flickr ({len(references)} sentences); training budget "
+        f"{trained['budget_minutes']:g} min per model on {trained['threads_per_model']} "
+        f"thread(s) each ({'in parallel' if trained['parallel'] else 'in turn'}); decoding on "
+        f"{args.threads_per_model} thread(s); valid loss: each model's own training "
+        f"objective on val, base 2, as fairseq logs it.\n"
     )
     print("\n" + report, flush=True)
     (workdir / "results.md").write_text(report)
-    results_path.write_text(json.dumps({
+    (workdir / "results.json").write_text(json.dumps({
         "results": results,
         "sacrebleu_signature": signature,
-        "calibration": calibration,
-        "train_wall_seconds": wall,
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "data": str(raw),
+        **record,
         "commands": commands,
-        "total_seconds": time.time() - start,
+        "decoding_threads": args.threads_per_model,
+        "seconds_this_invocation": time.time() - start,
     }, indent=2) + "\n")
     log(f"done in {(time.time() - start) / 60:.1f} min; results in {workdir}/results.{{md,json}}")
 

@@ -2,11 +2,12 @@
 """
 Generate a seeded synthetic translation corpus (languages ``src`` and ``tgt``).
 
-The source language is SOV with case particles and adjectives after nouns; the
-target language is SVO with articles, auxiliaries and adjectives before nouns.
-Some source nouns translate to two target words and some source particles have
-no target counterpart, so target lengths differ from source lengths and word
-order has to be learned. The translation is a deterministic function of the
+Both languages put the verb last. The source marks cases with particles and
+puts adjectives after nouns and postpositions after their noun phrase; the
+target has articles, auxiliaries, prepositions and mirrored adjectives before
+nouns. Some source nouns translate to two target words and some source
+particles have no target counterpart, so target lengths differ from source
+lengths and local word order has to be learned. The translation is a deterministic function of the
 source sentence.
 """
 
@@ -20,10 +21,10 @@ TGT_CONSONANTS = "bflpvwz"
 TGT_VOWELS = "aeo"
 TGT_CODAS = "lnr"
 
-NUM_NOUNS = 300
-NUM_VERBS = 120
-NUM_ADJECTIVES = 120
-NUM_ADVERBS = 40
+NUM_NOUNS = 120
+NUM_VERBS = 50
+NUM_ADJECTIVES = 50
+NUM_ADVERBS = 20
 NUM_PREPOSITIONS = 12
 COMPOUND_RATE = 0.2
 MIN_LEN, MAX_LEN = 4, 15
@@ -40,7 +41,7 @@ drawn from the seed. Every source sentence is sampled from a small grammar and
 translated by a deterministic function:
 
   src: [time-adv] SUBJ-NP {subj} [PP] OBJ-NP {obj} VERB [{neg}] [{past}|{future}] [adv]
-  tgt: [time-adv] SUBJ-NP [{did}|{will}] [{not}] VERB OBJ-NP [PP] [adv]
+  tgt: [time-adv] SUBJ-NP [PP] OBJ-NP [{did}|{will}] [{not}] VERB [adv]
 
   NP   src: [{def}] noun adj*  ->  tgt: {the}|{a} adj* (mirrored) noun
   PP   src: NP postposition  ->  tgt: preposition NP
@@ -144,13 +145,13 @@ def sample_sentence(rng, lex):
         tgt.append(time_tgt)
     src += subj_src + [src_fn["subj"]]
     tgt += subj_tgt
-    pp_tgt = []
     if rng.random() < 0.35:
         pp_src, pp_np_tgt = sample_np(rng, lex)
         prep_src, prep_tgt = rng.choice(lex.prepositions)
         src += pp_src + [prep_src]
-        pp_tgt = [prep_tgt] + pp_np_tgt
+        tgt += [prep_tgt] + pp_np_tgt
     src += obj_src + [src_fn["obj"], verb_src]
+    tgt += obj_tgt
     if tense == "past":
         tgt.append(tgt_fn["did"])
     elif tense == "future":
@@ -160,7 +161,7 @@ def sample_sentence(rng, lex):
         tgt.append(tgt_fn["not"])
     if tense != "present":
         src.append(src_fn[tense])
-    tgt += [verb_tgt] + obj_tgt + pp_tgt
+    tgt.append(verb_tgt)
     if rng.random() < 0.3:
         adv_src, adv_tgt = rng.choice(lex.adverbs)
         src.append(adv_src)

@@ -83,3 +83,15 @@ def test_missing_dictionary_names_the_file(data_copy):
 def test_unknown_decoding_strategy_is_rejected(tiny_data):
     with pytest.raises(ValueError, match="--decoding-strategy"):
         tasks.setup_task(training_cfg(tiny_data, "--decoding-strategy", "greedy").task)
+
+
+def test_batches_use_the_concatenated_length_and_keep_every_eval_example(tiny_task):
+    dataset = tiny_task.dataset("test")
+    iterator = tiny_task.get_batch_iterator(
+        dataset, max_tokens=100, max_positions=64, required_batch_size_multiple=8
+    ).next_epoch_itr(shuffle=False)
+    seen = []
+    for batch in iterator:
+        assert batch["tokens"].numel() <= 100
+        seen += batch["id"].tolist()
+    assert sorted(seen) == list(range(len(dataset)))

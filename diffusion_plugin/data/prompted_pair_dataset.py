@@ -15,8 +15,9 @@ class PromptedPairDataset(BaseWrapperDataset):
     The wrapped dataset must hold ``prompt </s>`` sources and ``target </s>``
     targets (``prepend_bos=False``), so that the full sequence has
     ``len(source) + len(target)`` tokens. Sizes, batching and the ``max_positions``
-    filter all use that concatenated length. With ``drop_overlength`` (training),
-    longer pairs are dropped from ``ordered_indices`` and counted in the log.
+    filter all use that concatenated length. A ``training`` dataset is shuffled
+    and drops (and counts in the log) pairs longer than ``max_positions``; an
+    evaluation dataset keeps every example in every batch.
 
     A batch holds ``net_input.src_tokens`` (B, S) = ``<s> prompt`` right-padded,
     ``target`` (B, M) = ``target </s>`` right-padded, ``tokens`` (B, L) = the full
@@ -24,11 +25,10 @@ class PromptedPairDataset(BaseWrapperDataset):
     ``</s>`` (the positions the diffusion may mask).
     """
 
-    def __init__(self, dataset: LanguagePairDataset, max_positions: int, shuffle: bool, drop_overlength: bool):
+    def __init__(self, dataset: LanguagePairDataset, max_positions: int, training: bool):
         super().__init__(dataset)
         self.max_positions = max_positions
-        self.shuffle = shuffle
-        self.drop_overlength = drop_overlength
+        self.training = training
         self.dictionary = dataset.src_dict
         tgt_sizes = dataset.tgt_sizes if dataset.tgt_sizes is not None else 0
         self._sizes = (np.asarray(dataset.src_sizes) + tgt_sizes).astype(np.int64)
@@ -48,12 +48,12 @@ class PromptedPairDataset(BaseWrapperDataset):
 
     def ordered_indices(self):
         """Indices sorted by concatenated length, shuffled within equal lengths."""
-        if self.shuffle:
+        if self.training:
             indices = np.random.permutation(len(self)).astype(np.int64)
         else:
             indices = np.arange(len(self), dtype=np.int64)
         indices = indices[np.argsort(self._sizes[indices], kind="mergesort")]
-        if self.drop_overlength:
+        if self.training:
             fits = self._sizes[indices] <= self.max_positions
             dropped = int((~fits).sum())
             if dropped:
@@ -63,6 +63,18 @@ class PromptedPairDataset(BaseWrapperDataset):
                 )
             indices = indices[fits]
         return indices
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        """Batches by concatenated length. Evaluation batches ignore
+        ``required_batch_size_multiple``: fairseq 0.12's batcher can drop the last
+        batch when its size is not a multiple (fairseq issue #5036)."""
+        return FairseqDataset.batch_by_size(
+            self,
+            indices,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            required_batch_size_multiple=required_batch_size_multiple if self.training else 1,
+        )
 
     def filter_indices_by_size(self, indices, max_sizes):
         """Filter on the concatenated length (fairseq's base implementation)."""

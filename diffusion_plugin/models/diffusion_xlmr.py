@@ -255,6 +255,9 @@ def base_architecture(args):
     args.layernorm_embedding = safe_getattr(args, "layernorm_embedding", True)
     args.max_positions = safe_getattr(args, "max_positions", 512)
     args.length_classes = safe_getattr(args, "length_classes", 512)
+    for config_field in fields(DiffusionXLMRConfig):
+        if safe_getattr(args, config_field.name) is None:
+            setattr(args, config_field.name, config_field.default)
 
 
 @register_model_architecture("diffusion_xlmr", "diffusion_xlmr_large")

@@ -124,16 +124,13 @@ class PromptedTranslationTask(TranslationTask):
             prepend_bos=False,
             shuffle=False,
         )
-        is_train = split == self.cfg.train_subset
         self.datasets[split] = PromptedPairDataset(
-            pairs, self.cfg.max_positions, shuffle=is_train, drop_overlength=is_train
+            pairs, self.cfg.max_positions, training=split == self.cfg.train_subset
         )
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         pairs = super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
-        return PromptedPairDataset(
-            pairs, self.cfg.max_positions, shuffle=False, drop_overlength=False
-        )
+        return PromptedPairDataset(pairs, self.cfg.max_positions, training=False)
 
     def max_positions(self):
         return self.cfg.max_positions
