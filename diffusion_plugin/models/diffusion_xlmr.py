@@ -9,7 +9,6 @@ positions that are trained or decoded, and no timestep embedding.
 """
 
 import argparse
-import logging
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -28,8 +27,6 @@ from fairseq.models.roberta.model import base_architecture as roberta_base_archi
 from fairseq.utils import safe_getattr
 
 from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy
-
-logger = logging.getLogger(__name__)
 
 MASK_SYMBOL = "<mask>"
 
@@ -93,13 +90,11 @@ class DiffusionXLMRModel(BaseFairseqModel):
         self.cfg = cfg
         self.encoder = encoder
         self.length_head = nn.Linear(cfg.encoder_embed_dim, cfg.length_classes)
-        self.dictionary = dictionary
         self.pad = dictionary.pad()
-        self.bos = dictionary.bos()
         self.eos = dictionary.eos()
         self.mask = dictionary.index(MASK_SYMBOL)
         self.diffusion = AbsorbingDiffusion(self.mask)
-        self.never_emitted = [self.mask, self.pad, self.bos, self.eos]
+        self.never_emitted = [self.mask, self.pad, dictionary.bos(), self.eos]
 
     @classmethod
     def build_model(cls, cfg, task):
