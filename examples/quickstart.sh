@@ -4,21 +4,26 @@
 # (diffusion_xlmr_tiny) -> fairseq-generate with a length beam -> sacreBLEU.
 # The last line printed is sacreBLEU's score line with its signature.
 #
-#   bash examples/quickstart.sh                       # synthetic corpus, ~8 min on 2 CPU cores
+#   bash examples/quickstart.sh                       # synthetic corpus, ~7 min on 2 CPU cores
 #   bash examples/quickstart.sh --data ../shared/data/multi30k --src de --tgt en \
 #        --train train --valid val --test test_2016_flickr \
 #        --template "Translate the German sentence to English. German: {src} English:" \
-#        --vocab-size 8000 --max-update 3000
+#        --vocab-size 8000 --spm-model-type unigram --minutes 30 --layers 6
+# Other options: --workdir DIR (default work/quickstart), --max-update N, --max-tokens N,
+# --lr X, --warmup-updates N, --iter-decode-max-iter K, --length-beam B.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 data="" src=src tgt=tgt train=train valid=valid test=test
-template="Translate the source sentence to the target language. Source: {src} Target:"
+template="Translate: {src} =>"
 vocab_size=1000
-max_update=1200
-max_tokens=6000
+spm_type=bpe
+max_update=100000
+minutes=6
+max_tokens=2000
 lr=1e-3
-warmup=200
+warmup=50
+layers=3
 steps=10
 length_beam=3
 workdir="$root/work/quickstart"
@@ -32,7 +37,10 @@ while [ $# -gt 0 ]; do
     --test) test="$2"; shift 2 ;;
     --template) template="$2"; shift 2 ;;
     --vocab-size) vocab_size="$2"; shift 2 ;;
+    --spm-model-type) spm_type="$2"; shift 2 ;;
     --max-update) max_update="$2"; shift 2 ;;
+    --minutes) minutes="$2"; shift 2 ;;
+    --layers) layers="$2"; shift 2 ;;
     --max-tokens) max_tokens="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
     --warmup-updates) warmup="$2"; shift 2 ;;
@@ -61,15 +69,18 @@ fi
 echo "== prompted, binarized data -> $workdir/data-bin"
 python scripts/prepare_prompted.py --source-lang "$src" --target-lang "$tgt" \
   --trainpref "$data/$train" --validpref "$data/$valid" --testpref "$data/$test" \
-  --template "$template" --vocab-size "$vocab_size" --destdir "$workdir/data-bin"
+  --template "$template" --vocab-size "$vocab_size" --spm-model-type "$spm_type" \
+  --destdir "$workdir/data-bin"
 
-echo "== fairseq-train diffusion_xlmr_tiny ($max_update updates)"
+echo "== fairseq-train diffusion_xlmr_tiny ($layers layers; $minutes min or $max_update updates)"
 fairseq-train "$workdir/data-bin" --user-dir diffusion_plugin \
   --task prompted_translation -s "$src" -t "$tgt" \
-  --arch diffusion_xlmr_tiny --criterion masked_diffusion --label-smoothing 0.1 \
-  --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --weight-decay 0.01 \
-  --lr "$lr" --lr-scheduler inverse_sqrt --warmup-updates "$warmup" --warmup-init-lr 1e-7 \
-  --dropout 0.1 --max-tokens "$max_tokens" --max-update "$max_update" --seed 1 \
+  --arch diffusion_xlmr_tiny --encoder-layers "$layers" --cpu-bf16 \
+  --criterion masked_diffusion \
+  --optimizer adam --adam-betas '(0.9,0.98)' \
+  --lr "$lr" --lr-scheduler fixed --warmup-updates "$warmup" \
+  --dropout 0 --attention-dropout 0 --max-tokens "$max_tokens" \
+  --max-update "$max_update" --stop-time-hours "$(python -c "print($minutes / 60)")" --seed 1 \
   --save-dir "$workdir/checkpoints" --no-epoch-checkpoints --validate-interval 1000 \
   --save-interval 1000 --log-format simple --log-interval 100 \
   > "$workdir/train.log" 2>&1 || { tail -n 30 "$workdir/train.log"; exit 1; }

@@ -2,12 +2,12 @@
 """
 Generate a seeded synthetic translation corpus (languages ``src`` and ``tgt``).
 
-Both languages put the verb last. The source marks cases with particles and
-puts adjectives after nouns and postpositions after their noun phrase; the
-target has articles, auxiliaries, prepositions and mirrored adjectives before
-nouns. Some source nouns translate to two target words and some source
-particles have no target counterpart, so target lengths differ from source
-lengths and local word order has to be learned. The translation is a deterministic function of the
+The source grammar is SOV with case particles, adjectives after nouns and
+postpositions; the target language mirrors the source word order (the last
+source word is translated first), adds articles, drops the case particles and
+turns tense particles into auxiliaries. Some source nouns translate to two
+target words, so target lengths differ from source lengths and the whole word
+order changes. The translation is a deterministic function of the
 source sentence.
 """
 
@@ -27,7 +27,7 @@ NUM_ADJECTIVES = 50
 NUM_ADVERBS = 20
 NUM_PREPOSITIONS = 12
 COMPOUND_RATE = 0.2
-MIN_LEN, MAX_LEN = 4, 15
+MIN_LEN, MAX_LEN = 4, 9
 
 README = """\
 Synthetic parallel corpus (languages: src -> tgt). This is NOT natural language.
@@ -41,15 +41,15 @@ drawn from the seed. Every source sentence is sampled from a small grammar and
 translated by a deterministic function:
 
   src: [time-adv] SUBJ-NP {subj} [PP] OBJ-NP {obj} VERB [{neg}] [{past}|{future}] [adv]
-  tgt: [time-adv] SUBJ-NP [PP] OBJ-NP [{did}|{will}] [{not}] VERB [adv]
+  tgt: the mirror image: [adv] [{did}|{will}] [{not}] VERB OBJ-NP [PP] SUBJ-NP [time-adv]
 
-  NP   src: [{def}] noun adj*  ->  tgt: {the}|{a} adj* (mirrored) noun
-  PP   src: NP postposition  ->  tgt: preposition NP
+  NP   src: [{def}] noun adj*  ->  tgt: adj* (mirrored) noun {the}|{a}
+  PP   src: NP postposition  ->  tgt: preposition NP (mirrored)
 
 The case markers ({subj}, {obj}) are dropped, the definite marker {def} becomes
 the article {the} (otherwise {a} is inserted), the tense particles {past}/{future}
-become the auxiliaries {did}/{will} before the verb, negation {neg} becomes {not}
-before the verb, and {compound_rate:.0%} of the nouns translate to two target words.
+become the auxiliaries {did}/{will}, negation {neg} becomes {not}, and
+{compound_rate:.0%} of the nouns translate to two target words.
 Source sentences have {min_len}-{max_len} words.
 """
 
@@ -118,54 +118,42 @@ class Lexicon(object):
 
 
 def sample_np(rng, lex):
-    """Sample a noun phrase as (source words, target words)."""
+    """A noun phrase as (source word or None, target words) pairs in source order."""
     noun_src, noun_tgt = rng.choice(lex.nouns)
     adjs = [rng.choice(lex.adjectives) for _ in range(rng.choice([0, 0, 1, 1, 2]))]
-    definite = rng.random() < 0.5
-    src = ([lex.src_function["def"]] if definite else []) + [noun_src]
-    src += [a[0] for a in adjs]
-    tgt = [lex.tgt_function["the" if definite else "a"]]
-    tgt += [a[1] for a in reversed(adjs)] + [noun_tgt]
-    return src, tgt
+    if rng.random() < 0.5:
+        pairs = [(lex.src_function["def"], [lex.tgt_function["the"]])]
+    else:
+        pairs = [(None, [lex.tgt_function["a"]])]
+    pairs.append((noun_src, noun_tgt.split()))
+    pairs += [(a_src, [a_tgt]) for a_src, a_tgt in adjs]
+    return pairs
 
 
 def sample_sentence(rng, lex):
-    """Sample one source sentence and its deterministic translation."""
+    """One source sentence and its translation: the target mirrors the source order."""
     src_fn, tgt_fn = lex.src_function, lex.tgt_function
-    subj_src, subj_tgt = sample_np(rng, lex)
-    obj_src, obj_tgt = sample_np(rng, lex)
-    verb_src, verb_tgt = rng.choice(lex.verbs)
-    tense = rng.choice(["present", "past", "future"])
-    negated = rng.random() < 0.2
-
-    src, tgt = [], []
+    pairs = []
     if rng.random() < 0.2:
         time_src, time_tgt = rng.choice(lex.time_adverbs)
-        src.append(time_src)
-        tgt.append(time_tgt)
-    src += subj_src + [src_fn["subj"]]
-    tgt += subj_tgt
+        pairs.append((time_src, [time_tgt]))
+    pairs += sample_np(rng, lex) + [(src_fn["subj"], [])]
     if rng.random() < 0.35:
-        pp_src, pp_np_tgt = sample_np(rng, lex)
         prep_src, prep_tgt = rng.choice(lex.prepositions)
-        src += pp_src + [prep_src]
-        tgt += [prep_tgt] + pp_np_tgt
-    src += obj_src + [src_fn["obj"], verb_src]
-    tgt += obj_tgt
-    if tense == "past":
-        tgt.append(tgt_fn["did"])
-    elif tense == "future":
-        tgt.append(tgt_fn["will"])
-    if negated:
-        src.append(src_fn["neg"])
-        tgt.append(tgt_fn["not"])
+        pairs += sample_np(rng, lex) + [(prep_src, [prep_tgt])]
+    pairs += sample_np(rng, lex) + [(src_fn["obj"], [])]
+    verb_src, verb_tgt = rng.choice(lex.verbs)
+    pairs.append((verb_src, [verb_tgt]))
+    if rng.random() < 0.2:
+        pairs.append((src_fn["neg"], [tgt_fn["not"]]))
+    tense = rng.choice(["present", "past", "future"])
     if tense != "present":
-        src.append(src_fn[tense])
-    tgt.append(verb_tgt)
+        pairs.append((src_fn[tense], [tgt_fn["did" if tense == "past" else "will"]]))
     if rng.random() < 0.3:
         adv_src, adv_tgt = rng.choice(lex.adverbs)
-        src.append(adv_src)
-        tgt.append(adv_tgt)
+        pairs.append((adv_src, [adv_tgt]))
+    src = [word for word, _ in pairs if word is not None]
+    tgt = [word for _, words in reversed(pairs) for word in words]
     return " ".join(src), " ".join(tgt)
 
 
