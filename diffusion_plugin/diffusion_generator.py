@@ -52,13 +52,14 @@ class DiffusionGenerator:
                 f"prompt {row} of the batch has {int(encoder_out['prompt_lengths'][row])} tokens "
                 f"and leaves no room for a target within --max-positions {self.max_positions}"
             )
-        clipped = lengths > room.unsqueeze(1)
+        room = room.unsqueeze(1)
+        clipped = lengths > room
         if clipped.any():
             logger.warning(
                 f"{int(clipped.any(1).sum())} prompt(s) leave too little room within "
                 f"--max-positions {self.max_positions}; their candidate lengths were clipped"
             )
-        return torch.minimum(lengths, room.unsqueeze(1))
+        return torch.minimum(lengths, room)
 
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
