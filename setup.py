@@ -31,5 +31,6 @@ setup(
     extras_require={
         "test": read_requirements("requirements-test.txt"),
         "hf": ["transformers>=4.30", "safetensors>=0.3"],
+        "plots": ["matplotlib>=3.5"],
     },
 )

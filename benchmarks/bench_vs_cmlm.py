@@ -36,7 +36,11 @@ MODELS = {
     "plugin": "diffusion_xlmr_tiny (plugin)",
     "cmlm": "cmlm_transformer (fairseq)",
 }
-DEFAULT_TEMPLATE = "Translate the German sentence to English. German: {src} English:"
+DEFAULT_TEMPLATE = "{src} English:"
+DEFAULTS = {
+    "plugin": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--cpu-bf16 --time-sampling single"},
+    "cmlm": {"lr": 5e-4, "max_tokens": 4096, "train_args": ""},
+}
 TRANSLATED_RE = re.compile(r"Translated [\d,]+ sentences .*?\(([\d.]+) sentences/s")
 NUM_UPDATES_RE = re.compile(r"num_updates[= ](\d+)")
 INNER_RE = re.compile(r"num_updates=(\d+),.* wall=(\d+)")
@@ -61,11 +65,16 @@ def get_parser():
                       help="train both models at the same time (default)")
     mode.add_argument("--sequential", dest="parallel", action="store_false",
                       help="train the models one after the other")
-    parser.add_argument("--max-tokens", type=int, default=4096,
-                        help="tokens per batch (plugin: prompt + target; CMLM: max(src, tgt))")
     for model in MODELS:
-        parser.add_argument(f"--{model}-lr", type=float, default=5e-4,
+        parser.add_argument(f"--{model}-lr", type=float, default=DEFAULTS[model]["lr"],
                             help=f"peak learning rate of {model} (inverse_sqrt schedule)")
+        parser.add_argument(f"--{model}-max-tokens", type=int,
+                            default=DEFAULTS[model]["max_tokens"],
+                            help=f"tokens per batch of {model} (plugin: prompt + target; "
+                                 "CMLM: max(src, tgt))")
+        parser.add_argument(f"--{model}-train-args", default=DEFAULTS[model]["train_args"],
+                            help=f"extra fairseq-train arguments of {model}, given last so "
+                                 "they override the shared settings")
         parser.add_argument(f"--{model}-warmup-updates", type=int, default=None,
                             help=f"warm-up updates of {model} (default: --warmup-fraction "
                                  "of its calibrated expected updates)")
@@ -75,9 +84,6 @@ def get_parser():
                         help="length of the calibration runs that measure updates/s")
     parser.add_argument("--vocab-size", type=int, default=8000,
                         help="joint sentencepiece vocabulary size")
-    parser.add_argument("--plugin-train-args", default="",
-                        help="extra fairseq-train arguments for the plugin's model, "
-                        "e.g. '--cpu-bf16'")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE,
                         help="prompt template of the plugin's source side ({src} = German)")
     parser.add_argument("--prep-workers", type=int, default=2,
@@ -231,7 +237,6 @@ def train_command(args, model, paths, warmup, calibration=False):
             "--arch", "diffusion_xlmr_tiny",
             "--criterion", "masked_diffusion",
             "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
-            *shlex.split(args.plugin_train_args),
         ]
     else:
         cmd = [
@@ -256,11 +261,12 @@ def train_command(args, model, paths, warmup, calibration=False):
         "--lr", str(getattr(args, f"{model}_lr")), "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07",
         "--dropout", "0.1", "--label-smoothing", "0.1",
-        "--max-tokens", str(args.max_tokens),
+        "--max-tokens", str(getattr(args, f"{model}_max_tokens")),
         "--stop-time-hours", f"{minutes / 60:.6g}",
         "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple",
         "--required-batch-size-multiple", "1",
     ]
+    cmd += shlex.split(getattr(args, f"{model}_train_args"))
     if calibration:
         cmd += ["--save-dir", str(paths[model] / "calibration"), "--no-save",
                 "--disable-validation", "--log-interval", "1"]

@@ -1,11 +1,13 @@
 """diffusion_plugin: diffusion language models from pretrained masked LMs, for fairseq.
 
 Importing the package (``--user-dir diffusion_plugin``) registers the
-``diffusion_xlmr`` model, the ``masked_diffusion`` criterion and the
-``prompted_translation`` task, and lets torch >= 2.6 load fairseq checkpoints.
+``diffusion_xlmr`` model, the ``masked_diffusion`` and ``length_prediction``
+criteria and the ``prompted_translation`` task, and lets torch >= 2.6 load fairseq checkpoints.
 """
 
 from diffusion_plugin import checkpoint_loading  # noqa: F401
-from diffusion_plugin.criterions import masked_diffusion  # noqa: F401
+from diffusion_plugin.criterions import length_prediction, masked_diffusion  # noqa: F401
 from diffusion_plugin.models import diffusion_xlmr  # noqa: F401
 from diffusion_plugin.tasks import prompted_translation  # noqa: F401
+from diffusion_plugin.hub_interface import DiffusionHubInterface, from_pretrained  # noqa: F401
+from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRModel  # noqa: F401

@@ -7,10 +7,12 @@ noising) and the generator (reverse denoising) cannot drift apart:
   ``t ~ U{1..T}``; RDM's *coupled* draw gives two nested noised copies per
   example (Zheng et al., 2023, "A Reparameterized Discrete Diffusion Model for
   Text Generation"; Ye et al., 2023, §3).
-* reverse: RDM's reparameterised sampler. Every step proposes a token for each
-  target position, then keeps ``floor(N * schedule(s / K))`` of the least
-  confident positions masked (re-masking committed tokens in the
-  ``uncond`` variant).
+* reverse: every step proposes a token for each target position; a
+  :class:`ReverseStrategy` decides which proposals are committed and which
+  positions stay (or become again) ``<mask>``: RDM's reparameterised sampler
+  (keep ``floor(N * schedule(s / K))`` of the least confident positions masked),
+  CMLM's mask-predict, random ancestral unmasking, or Fast-dLLM's confidence
+  threshold.
 """
 
 import math
@@ -22,35 +24,95 @@ import torch
 from torch import Tensor
 
 WEIGHTINGS = ("linear", "constant", "elbo")
-STRATEGY_PATTERN = re.compile(
+CONFIDENCES = ("prob", "margin", "entropy")
+STRATEGY_HELP = (
+    "reparam-{cond,uncond}-{deterministic,stochastic<c>}-{cosine,linear} (RDM), "
+    "mask-predict[-{linear,cosine}] (CMLM), ancestral (random unmasking), "
+    "threshold<p> (Fast-dLLM parallel decoding)"
+)
+REPARAM_PATTERN = re.compile(
     r"^reparam-(?P<remask>cond|uncond)-"
     r"(?P<selection>deterministic|stochastic(?P<noise>[0-9]*\.?[0-9]+))-"
     r"(?P<schedule>cosine|linear)$"
 )
+MASK_PREDICT_PATTERN = re.compile(r"^mask-predict(-(?P<schedule>cosine|linear))?$")
+THRESHOLD_PATTERN = re.compile(r"^threshold(?P<threshold>[0-9]*\.?[0-9]+)$")
 
 
 @dataclass(frozen=True)
 class ReverseStrategy:
-    """A parsed ``reparam-{cond,uncond}-{deterministic,stochastic<c>}-{cosine,linear}``."""
+    """How a reverse step chooses the positions it commits and re-masks.
 
-    conditional_remask: bool
-    gumbel_scale: float
-    schedule: str
+    ``kind`` is ``reparam`` (RDM: rank every target position by the new proposal's
+    confidence, keep the scheduled number of lowest masked, re-masking committed
+    tokens), ``mask-predict`` (CMLM: rank by the stored score of each committed
+    token and the new one of each filled position), ``ancestral`` (unmask each
+    masked position with probability 1 / (K - s + 1), never re-mask) or
+    ``threshold`` (commit every masked position whose confidence reaches
+    ``threshold``, at least the most confident one, never re-mask).
+    """
+
+    kind: str
+    conditional_remask: bool = False
+    gumbel_scale: float = 0.0
+    schedule: str = "cosine"
+    threshold: float = 1.0
 
     @classmethod
     def parse(cls, name: str) -> "ReverseStrategy":
-        match = STRATEGY_PATTERN.match(name)
-        if match is None:
-            raise ValueError(
-                f"--decoding-strategy {name!r} is not understood; expected "
-                "reparam-{cond,uncond}-{deterministic,stochastic<c>}-{cosine,linear}, "
-                "e.g. reparam-uncond-deterministic-cosine"
+        match = REPARAM_PATTERN.match(name)
+        if match is not None:
+            return cls(
+                kind="reparam",
+                conditional_remask=match["remask"] == "cond",
+                gumbel_scale=float(match["noise"]) if match["noise"] else 0.0,
+                schedule=match["schedule"],
             )
-        return cls(
-            conditional_remask=match["remask"] == "cond",
-            gumbel_scale=float(match["noise"]) if match["noise"] else 0.0,
-            schedule=match["schedule"],
+        match = MASK_PREDICT_PATTERN.match(name)
+        if match is not None:
+            return cls(kind="mask-predict", schedule=match["schedule"] or "linear")
+        if name == "ancestral":
+            return cls(kind="ancestral", schedule="linear")
+        match = THRESHOLD_PATTERN.match(name)
+        if match is not None and 0.0 < float(match["threshold"]) <= 1.0:
+            return cls(kind="threshold", threshold=float(match["threshold"]))
+        raise ValueError(
+            f"--decoding-strategy {name!r} is not understood; expected {STRATEGY_HELP}, "
+            "e.g. reparam-uncond-deterministic-cosine or threshold0.9 (0 < p <= 1)"
         )
+
+
+def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = False,
+                    confidence: str = "prob", generator: Optional[torch.Generator] = None):
+    """The reverse step's proposal at every position from the model's logits.
+
+    logits (N, V) with forbidden symbols at -inf. Returns (tokens (N,), log-prob of
+    each token (N,), log-confidence (N,)): the argmax (or a sample when ``sampling``)
+    of ``softmax(logits / temperature)``; the confidence is that token's probability
+    (``prob``), the gap between the two most likely tokens (``margin``) or one minus
+    the normalised entropy (``entropy``), all in [0, 1], returned as logs.
+    """
+    if temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    if sampling:
+        tokens = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+    else:
+        tokens = log_probs.argmax(-1)
+    scores = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if confidence == "prob":
+        return tokens, scores, scores
+    probs = log_probs.exp()
+    if confidence == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        value = top2[:, 0] - top2[:, 1]
+    elif confidence == "entropy":
+        entropy = -(probs * log_probs.clamp(min=-1e4)).sum(-1)
+        allowed = torch.isfinite(logits).sum(-1).clamp(min=2).float()
+        value = 1.0 - entropy / allowed.log()
+    else:
+        raise ValueError(f"unknown confidence {confidence!r}; choose from {CONFIDENCES}")
+    return tokens, scores, value.clamp(min=1e-12).log()
 
 
 class AbsorbingDiffusion:
@@ -142,38 +204,72 @@ class AbsorbingDiffusion:
         step: int,
         max_step: int,
         strategy: ReverseStrategy,
+        proposal_confidence: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """One step of RDM's reparameterised reverse process.
+        """One step of the reverse process (see :class:`ReverseStrategy`).
 
         tokens (B, L): the canvas; scores (B, L): log-prob of each committed token
         (-inf while masked); decodable (B, L): target content positions;
-        proposal_tokens / proposal_scores (B, L): the model's token and its log-prob
-        at every decodable position. Returns the new (tokens, scores).
+        proposal_tokens / proposal_scores / proposal_confidence (B, L): the model's
+        token, its log-prob and its log-confidence (default: the log-prob) at every
+        decodable position. Step ``max_step`` commits every position. Returns the new
+        (tokens, scores).
         """
+        if proposal_confidence is None:
+            proposal_confidence = proposal_scores
         still_masked = tokens.eq(self.mask_idx) & decodable
-        rate = self.schedule_rate(step, max_step, strategy.schedule)
-        num_masked = self.num_masked_after(decodable.sum(1), step, max_step, strategy.schedule)
-        ranking = proposal_scores.float()
-        if strategy.gumbel_scale > 0:
-            uniform = torch.rand(ranking.shape, generator=generator, device=ranking.device)
-            gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
-            ranking = ranking + strategy.gumbel_scale * rate * gumbel
-        ranking = ranking.masked_fill(~decodable, float("inf"))
-        rank = ranking.argsort(dim=1, stable=True).argsort(dim=1)
-        lowest = (rank < num_masked.unsqueeze(1)) & decodable
-
-        if strategy.conditional_remask:
-            remask_committed = (
-                lowest & proposal_tokens.eq(tokens) & (proposal_scores < scores)
+        if strategy.kind == "reparam":
+            to_mask, to_fill = self._reparam_selection(
+                tokens, scores, decodable, still_masked, proposal_tokens, proposal_scores,
+                proposal_confidence, step, max_step, strategy, generator,
             )
+        elif strategy.kind == "mask-predict":
+            num_masked = self.num_masked_after(decodable.sum(1), step, max_step, strategy.schedule)
+            ranking = torch.where(still_masked, proposal_scores, scores)
+            lowest = self._lowest(ranking, decodable, num_masked)
+            to_mask, to_fill = lowest & ~still_masked, still_masked & ~lowest
+        elif strategy.kind == "ancestral":
+            unmask_prob = 1.0 / (max_step - step + 1) if step < max_step else 1.0
+            draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+            to_mask, to_fill = torch.zeros_like(decodable), still_masked & (draw < unmask_prob)
         else:
-            remask_committed = lowest
-        to_mask = (~still_masked & decodable & remask_committed) | (still_masked & lowest)
-        to_fill = still_masked & ~lowest
-
+            confident = proposal_confidence >= math.log(strategy.threshold)
+            best = proposal_confidence.masked_fill(~still_masked, float("-inf")).argmax(1, keepdim=True)
+            most_confident = torch.zeros_like(still_masked).scatter(1, best, True)
+            to_fill = still_masked & (confident | most_confident | (step >= max_step))
+            to_mask = torch.zeros_like(decodable)
         tokens = torch.where(to_fill, proposal_tokens, tokens).masked_fill(to_mask, self.mask_idx)
         scores = torch.where(to_fill, proposal_scores, scores).masked_fill(
             to_mask, float("-inf")
         )
         return tokens, scores
+
+    @staticmethod
+    def _lowest(ranking: Tensor, decodable: Tensor, count: Tensor) -> Tensor:
+        """The ``count`` (B,) lowest-ranked decodable positions of each row: bool (B, L).
+
+        Ties go to the leftmost position (stable sort), so exactly ``count`` are chosen.
+        """
+        ranking = ranking.float().masked_fill(~decodable, float("inf"))
+        rank = ranking.argsort(dim=1, stable=True).argsort(dim=1)
+        return (rank < count.unsqueeze(1)) & decodable
+
+    def _reparam_selection(self, tokens, scores, decodable, still_masked, proposal_tokens,
+                           proposal_scores, proposal_confidence, step, max_step, strategy,
+                           generator):
+        """RDM's reparameterised step: (to_mask, to_fill), bool (B, L) each."""
+        rate = self.schedule_rate(step, max_step, strategy.schedule)
+        num_masked = self.num_masked_after(decodable.sum(1), step, max_step, strategy.schedule)
+        ranking = proposal_confidence.float()
+        if strategy.gumbel_scale > 0:
+            uniform = torch.rand(ranking.shape, generator=generator, device=ranking.device)
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+            ranking = ranking + strategy.gumbel_scale * rate * gumbel
+        lowest = self._lowest(ranking, decodable, num_masked)
+        if strategy.conditional_remask:
+            remask_committed = lowest & proposal_tokens.eq(tokens) & (proposal_scores < scores)
+        else:
+            remask_committed = lowest
+        to_mask = (~still_masked & decodable & remask_committed) | (still_masked & lowest)
+        return to_mask, still_masked & ~lowest

@@ -1,23 +1,29 @@
 """Length-beam iterative generator: RDM's reverse process over ``<s> prompt <mask>* </s>``."""
 
 import logging
+from typing import Optional
 
+import sacrebleu
 import torch
 from fairseq import utils
 
-from diffusion_plugin.absorbing_diffusion import ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import CONFIDENCES, ReverseStrategy
 
 logger = logging.getLogger(__name__)
+
+LENGTH_BEAM_MODES = ("topk", "window")
+CANDIDATE_SELECTIONS = ("score", "mbr-bleu", "mbr-chrf")
 
 
 class DiffusionGenerator:
     """Decodes with a :class:`DiffusionXLMRModel` through fairseq's NAT protocol.
 
-    For every prompt, ``beam_size`` target lengths (the length head's top-k) each get
-    a canvas; all canvases of a batch are denoised together for ``max_iter`` steps
-    (a canvas leaves the batch as soon as nothing in it is masked, which for the
-    RDM schedules means it is final), and the candidate with the highest mean
-    token log-prob is returned first.
+    For every prompt, ``beam_size`` target lengths (the length head's top-k, a window
+    around its argmax, or the reference length) each get a canvas; all canvases of
+    a batch are denoised together for at most ``max_iter`` steps. A canvas leaves the
+    batch as soon as nothing in it is masked: no strategy changes a canvas after
+    that, so stopping early changes no output (``force_max_iter`` runs every step
+    anyway). Candidates are ordered by mean token log-prob or by minimum Bayes risk.
     """
 
     def __init__(
@@ -28,23 +34,79 @@ class DiffusionGenerator:
         strategy: str = "reparam-uncond-deterministic-cosine",
         retain_history: bool = False,
         max_positions: int = 512,
+        length_beam_mode: str = "topk",
+        oracle_length: bool = False,
+        temperature: float = 1.0,
+        sampling: bool = False,
+        confidence: str = "prob",
+        guidance_scale: float = 0.0,
+        force_max_iter: bool = False,
+        candidate_selection: str = "score",
+        post_process: Optional[str] = None,
     ):
         if max_iter < 1:
             raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
         if beam_size < 1:
             raise ValueError(f"--iter-decode-with-beam must be >= 1, got {beam_size}")
+        if length_beam_mode not in LENGTH_BEAM_MODES:
+            raise ValueError(
+                f"--length-beam-mode {length_beam_mode!r}: choose from {LENGTH_BEAM_MODES}"
+            )
+        if candidate_selection not in CANDIDATE_SELECTIONS:
+            raise ValueError(
+                f"--candidate-selection {candidate_selection!r}: choose from "
+                f"{CANDIDATE_SELECTIONS}"
+            )
+        if confidence not in CONFIDENCES:
+            raise ValueError(f"--unmasking-confidence {confidence!r}: choose from {CONFIDENCES}")
+        if guidance_scale < 0:
+            raise ValueError(f"--guidance-scale must be >= 0, got {guidance_scale}")
+        self.strategy = ReverseStrategy.parse(strategy)
+        if self.strategy.kind in ("mask-predict", "ancestral") and confidence != "prob":
+            raise ValueError(
+                f"--decoding-strategy {strategy} does not rank by confidence; "
+                f"drop --unmasking-confidence {confidence}"
+            )
+        if temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {temperature}")
         self.tgt_dict = tgt_dict
         self.pad = tgt_dict.pad()
         self.eos = tgt_dict.eos()
         self.max_iter = max_iter
         self.beam_size = beam_size
-        self.strategy = ReverseStrategy.parse(strategy)
         self.retain_history = retain_history
         self.max_positions = max_positions
+        self.length_beam_mode = length_beam_mode
+        self.oracle_length = oracle_length
+        self.decoding_options = dict(
+            strategy=self.strategy,
+            temperature=temperature,
+            sampling=sampling,
+            confidence=confidence,
+            guidance_scale=guidance_scale,
+        )
+        self.force_max_iter = force_max_iter
+        self.candidate_selection = candidate_selection
+        self.post_process = post_process
 
-    def candidate_lengths(self, model, encoder_out):
-        """Top-``beam_size`` lengths clipped to the room left after each prompt: (B, beam)."""
-        lengths = model.predict_lengths(encoder_out, self.beam_size)
+    def candidate_lengths(self, model, encoder_out, sample=None):
+        """Target lengths of the ``beam_size`` canvases of each prompt: LongTensor (B, beam).
+
+        The length head's top-k (``topk``), CMLM's window around its argmax
+        (``window``) or, with ``oracle_length``, the reference length; each clipped to
+        the room left after its prompt within ``max_positions``.
+        """
+        if self.oracle_length:
+            if sample is None or sample.get("target") is None:
+                raise ValueError("--oracle-length needs references (a test set with targets)")
+            gold = sample["target"].ne(self.pad).sum(1) - 1
+            lengths = gold.clamp(min=1).unsqueeze(1).repeat(1, self.beam_size)
+        elif self.length_beam_mode == "window":
+            best = model.predict_lengths(encoder_out, 1)
+            offsets = utils.new_arange(best, 1, self.beam_size) - self.beam_size // 2
+            lengths = (best + offsets).clamp(min=1)
+        else:
+            lengths = model.predict_lengths(encoder_out, self.beam_size)
         room = self.max_positions - encoder_out["prompt_lengths"] - 1
         if (room < 1).any():
             row = int((room < 1).nonzero()[0, 0])
@@ -73,7 +135,7 @@ class DiffusionGenerator:
         batch_size = src_tokens.size(0)
 
         encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
-        lengths = self.candidate_lengths(model, encoder_out).view(-1)
+        lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
         rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.beam_size)
         encoder_out = model.reorder_encoder_out(encoder_out, rows)
         decoder_out = model.initialize_output_tokens(
@@ -91,10 +153,13 @@ class DiffusionGenerator:
         final_history = [None] * num_candidates
         active = utils.new_arange(src_tokens, num_candidates)
         for _ in range(self.max_iter):
-            decoder_out = model.forward_decoder(decoder_out, encoder_out, strategy=self.strategy)
-            done = ~decoder_out.output_tokens.eq(model.mask).any(1)
+            decoder_out = model.forward_decoder(decoder_out, encoder_out, **self.decoding_options)
             if decoder_out.step == self.max_iter:
-                done = torch.ones_like(done)
+                done = decoder_out.output_tokens.new_ones(decoder_out.output_tokens.size(0)).bool()
+            elif self.force_max_iter:
+                done = decoder_out.output_tokens.new_zeros(decoder_out.output_tokens.size(0)).bool()
+            else:
+                done = ~decoder_out.output_tokens.eq(model.mask).any(1)
             for local in done.nonzero().view(-1).tolist():
                 index = int(active[local])
                 final_tokens[index] = decoder_out.output_tokens[local]
@@ -142,6 +207,25 @@ class DiffusionGenerator:
                         for h in final_history[index]
                     ]
                 hypos.append(hypo)
-            hypos.sort(key=lambda h: float(h["score"]), reverse=True)
-            finalized.append(hypos)
+            finalized.append(self.select(hypos))
         return finalized
+
+    def select(self, hypos):
+        """Order one sentence's candidates best-first.
+
+        ``score``: by mean token log-prob. ``mbr-bleu`` / ``mbr-chrf``: minimum Bayes
+        risk, by the mean sentence-level sacreBLEU / chrF of a candidate against the
+        other candidates (stored as ``mbr_utility``), ties broken by mean log-prob.
+        """
+        if self.candidate_selection == "score" or len(hypos) == 1:
+            return sorted(hypos, key=lambda h: float(h["score"]), reverse=True)
+        metric = sacrebleu.sentence_bleu if self.candidate_selection == "mbr-bleu" else (
+            sacrebleu.sentence_chrf
+        )
+        texts = [self.tgt_dict.string(h["tokens"], self.post_process) for h in hypos]
+        for i, hypo in enumerate(hypos):
+            others = [text for j, text in enumerate(texts) if j != i]
+            hypo["mbr_utility"] = sum(metric(texts[i], [o]).score for o in others) / len(others)
+        return sorted(
+            hypos, key=lambda h: (h["mbr_utility"], float(h["score"])), reverse=True
+        )

@@ -10,7 +10,10 @@
 #        --template "Translate the German sentence to English. German: {src} English:" \
 #        --vocab-size 8000 --spm-model-type unigram --minutes 30 --layers 6
 # Other options: --workdir DIR (default work/quickstart), --max-update N, --max-tokens N,
-# --lr X, --warmup-updates N, --iter-decode-max-iter K, --length-beam B.
+# --lr X, --warmup-updates N, --iter-decode-max-iter K, --length-beam B,
+# --time-sampling coupled|single. The default here is one noise level per
+# example (single): per update it costs half of RDM's coupled pairs, so a fixed
+# CPU-time budget sees twice the sentences (docs/RESULTS.md compares the two).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -20,7 +23,8 @@ vocab_size=1000
 spm_type=bpe
 max_update=100000
 minutes=6
-max_tokens=2000
+max_tokens=1000
+time_sampling=single
 lr=1e-3
 warmup=50
 layers=3
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
     --minutes) minutes="$2"; shift 2 ;;
     --layers) layers="$2"; shift 2 ;;
     --max-tokens) max_tokens="$2"; shift 2 ;;
+    --time-sampling) time_sampling="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
     --warmup-updates) warmup="$2"; shift 2 ;;
     --iter-decode-max-iter) steps="$2"; shift 2 ;;
@@ -76,7 +81,7 @@ echo "== fairseq-train diffusion_xlmr_tiny ($layers layers; $minutes min or $max
 fairseq-train "$workdir/data-bin" --user-dir diffusion_plugin \
   --task prompted_translation -s "$src" -t "$tgt" \
   --arch diffusion_xlmr_tiny --encoder-layers "$layers" --cpu-bf16 \
-  --criterion masked_diffusion \
+  --criterion masked_diffusion --time-sampling "$time_sampling" \
   --optimizer adam --adam-betas '(0.9,0.98)' \
   --lr "$lr" --lr-scheduler fixed --warmup-updates "$warmup" \
   --dropout 0 --attention-dropout 0 --max-tokens "$max_tokens" \

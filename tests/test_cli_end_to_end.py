@@ -1,5 +1,6 @@
 """prepare_prompted.py -> fairseq-train -> fairseq-generate (BLEU) -> fairseq-interactive."""
 
+import json
 import os
 import re
 import subprocess
@@ -83,6 +84,10 @@ def test_generate_prints_hypotheses_history_and_bleu(trained):
     assert re.search(r"^Generate test with beam=\d+: BLEU = \d+\.\d+", out, re.M)
     sources = re.findall(r"^S-\d+\t(.*)$", out, re.M)
     assert all(s.startswith("Reverse the words. Words:") for s in sources)
+    (save_dir / "generate.txt").write_text(out)
+    picture = save_dir / "trajectory.png"
+    run([sys.executable, "scripts/plot_trajectory.py", str(save_dir / "generate.txt"), "--out", str(picture)])
+    assert picture.stat().st_size > 0
 
 
 def test_checkpoint_reloads_in_interactive_with_the_prompt_template(trained):
@@ -102,3 +107,93 @@ def test_checkpoint_reloads_in_interactive_with_the_prompt_template(trained):
     joined = "".join(sources[0].split()).replace("\u2581", "")
     assert joined == "Reversethewords.Words:w1w2w3Reversed:", "template applied before sentencepiece"
     assert len(re.findall(r"^D-\d+\t", result.stdout, re.M)) == 2
+
+
+def test_separate_length_predictor_trains_alone_and_decodes(trained, tmp_path):
+    data, save_dir = trained
+    stage_two = tmp_path / "length"
+    run(
+        [
+            str(BIN / "fairseq-train"), str(data),
+            "--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt",
+            "--arch", "diffusion_xlmr_tiny", "--encoder-layers", "2", "--encoder-embed-dim", "64",
+            "--encoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2", "--max-positions", "128",
+            "--length-predictor", "separate", "--criterion", "length_prediction",
+            "--finetune-from-model", str(save_dir / "checkpoint_last.pt"),
+            "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1500", "--max-update", "5",
+            "--save-dir", str(stage_two), "--no-epoch-checkpoints", "--log-format", "simple",
+        ]
+    )
+    stage_one = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
+    trained_two = torch.load(stage_two / "checkpoint_last.pt", weights_only=True)["model"]
+    predictor = {k for k in trained_two if k.startswith("length_predictor.")}
+    assert predictor and set(trained_two) - predictor == set(stage_one)
+    for key, value in stage_one.items():
+        assert torch.equal(value, trained_two[key]), f"{key} changed in stage two"
+    result = run(
+        [
+            str(BIN / "fairseq-generate"), str(data),
+            "--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt",
+            "--path", str(stage_two / "checkpoint_last.pt"), "--gen-subset", "test",
+            "--iter-decode-max-iter", "6", "--iter-decode-with-beam", "2",
+            "--decoding-strategy", "threshold0.9", "--oracle-length", "--print-step",
+        ]
+    )
+    targets = dict(re.findall(r"^T-(\d+)\t(.*)$", result.stdout, re.M))
+    hypotheses = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", result.stdout, re.M))
+    assert len(targets) == len(hypotheses) == 20
+    for key, reference in targets.items():
+        assert len(hypotheses[key].split()) == len(reference.split()), "oracle length"
+
+
+def test_python_interface_matches_interactive(trained):
+    from diffusion_plugin import from_pretrained
+
+    data, save_dir = trained
+    lm = from_pretrained(str(save_dir), "checkpoint_last.pt", data_name_or_path=str(data))
+    outputs = lm.generate(
+        ["w1 w2 w3", "w4 w5"], iter_decode_max_iter=3, iter_decode_with_beam=2, retain_iter_history=True
+    )
+    assert [len(candidates) for candidates in outputs] == [2, 2]
+    best = outputs[0][0]
+    assert best["score"] >= outputs[0][1]["score"]
+    assert len(best["history"]) == best["steps"] + 1
+    assert "<mask>" in best["history"][0] and "<mask>" not in best["text"]
+    result = run(
+        [
+            str(BIN / "fairseq-interactive"), str(data),
+            "--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt",
+            "--path", str(save_dir / "checkpoint_last.pt"), "--iter-decode-max-iter", "3",
+            "--iter-decode-with-beam", "2", "--bpe", "sentencepiece",
+            "--sentencepiece-model", str(data / "sentencepiece.bpe.model"),
+        ],
+        input="w1 w2 w3\nw4 w5\n",
+    )
+    detokenized = re.findall(r"^D-\d+\t\S+\t(.*)$", result.stdout, re.M)
+    assert detokenized == [outputs[0][0]["text"], outputs[1][0]["text"]]
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        from_pretrained(str(save_dir), "missing.pt", data_name_or_path=str(data))
+
+
+def test_decoding_sweep_writes_both_tables_and_the_plot(trained, tmp_path):
+    data, save_dir = trained
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_reversal_corpus(raw, sizes=(("train", 400), ("valid", 20), ("test", 20)))
+    out = tmp_path / "sweep"
+    run(
+        [
+            sys.executable, "benchmarks/decoding_sweep.py", "--checkpoint", str(save_dir / "checkpoint_last.pt"),
+            "--data", str(data), "--references", str(raw / "test.tgt"), "--source-lang", "src",
+            "--target-lang", "tgt", "--test-lines", "6", "--steps", "1", "3",
+            "--strategies", "mask-predict", "threshold0.9+margin", "reparam-cond-deterministic-linear+guidance0.5",
+            "--length-beams", "1", "2", "--length-steps", "2", "--threads", "1", "--out-dir", str(out),
+        ]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["strategies"]) == 6 and len(results["lengths"]) == 2
+    assert all(0 <= row["bleu"] <= 100 and row["sentences_per_s"] > 0 for row in results["strategies"])
+    assert all(row["mean_steps"] <= row["steps"] for row in results["strategies"])
+    markdown = (out / "results.md").read_text()
+    assert "`threshold0.9+margin`" in markdown and "| 2 |" in markdown
+    assert (out / "bleu_vs_steps.png").read_bytes()[:4] == b"\x89PNG"

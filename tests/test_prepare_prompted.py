@@ -105,3 +105,18 @@ def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):
     lengths = [(len(s.split()), len(t.split())) for s, t in zip(test_src, test_tgt)]
     assert any(s != t for s, t in lengths), "target lengths must differ from source lengths"
     assert "synthetic" in (tmp_path / "a" / "README.txt").read_text().lower()
+
+
+def test_synthetic_translation_is_the_mirrored_word_by_word_translation():
+    lex, (pairs,) = make_synthetic_corpus.generate(1, [200])
+    function_words = {"subj": "of", "obj": "to", "def": "the", "indef": "a",
+                      "past": "did", "future": "will", "neg": "not"}
+    lexicon = dict(lex.nouns + lex.verbs + lex.adjectives + lex.time_adverbs
+                   + lex.adverbs + lex.prepositions)
+    lexicon.update({lex.src_function[s]: lex.tgt_function[t] for s, t in function_words.items()})
+    in_source_order = 0
+    for src, tgt in pairs:
+        words = [lexicon[word] for word in src.split()]
+        assert " ".join(reversed(words)) == tgt
+        in_source_order += " ".join(words) == tgt
+    assert in_source_order == 0, "the target order must differ from the source order"

@@ -56,6 +56,12 @@ class MaskedDiffusionCriterion(FairseqCriterion):
         )
 
     def forward(self, model, sample, reduce=True):
+        if model.cfg.length_predictor == "separate":
+            raise ValueError(
+                "--length-predictor separate freezes the denoiser; train the diffusion with "
+                "--length-predictor joint, then the predictor with --criterion "
+                "length_prediction --length-predictor separate --finetune-from-model"
+            )
         tokens, maskable = sample["tokens"], sample["target_mask"]
         batch_size = tokens.size(0)
         if self.cfg.time_sampling == "coupled":
@@ -91,11 +97,10 @@ class MaskedDiffusionCriterion(FairseqCriterion):
 
         length_loss = diffusion_loss.new_zeros(())
         if predict_length:
-            num_target_tokens = sample["target"].ne(self.padding_idx).sum(1) - 1
-            length_classes = net_output["length_logits"].size(-1)
-            length_target = (num_target_tokens - 1).clamp(0, length_classes - 1)
             length_loss = F.cross_entropy(
-                net_output["length_logits"].float(), length_target, reduction="sum"
+                net_output["length_logits"].float(),
+                model.length_targets(sample["target"]),
+                reduction="sum",
             )
         loss = diffusion_loss + self.cfg.length_loss_factor * length_loss * num_rows / batch_size
 

@@ -10,10 +10,10 @@ positions that are trained or decoded, and no timestep embedding.
 
 import argparse
 from dataclasses import dataclass, field, fields
+from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.iterative_refinement_generator import DecoderOut
@@ -26,7 +26,12 @@ from fairseq.models.roberta.model import RobertaEncoder
 from fairseq.models.roberta.model import base_architecture as roberta_base_architecture
 from fairseq.utils import safe_getattr
 
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import (
+    AbsorbingDiffusion,
+    ReverseStrategy,
+    token_proposals,
+)
+from diffusion_plugin.modules.length_predictor import LengthPredictor
 
 MASK_SYMBOL = "<mask>"
 
@@ -59,6 +64,15 @@ class DiffusionXLMRConfig(FairseqDataclass):
     length_classes: int = field(
         default=512, metadata={"help": "classes of the length head; class k = k+1 target tokens"}
     )
+    length_predictor: ChoiceEnum(["joint", "separate"]) = field(
+        default="joint",
+        metadata={
+            "help": "joint: a linear head trained with the diffusion loss (CMLM-style); "
+            "separate: the paper's predictor (one transformer layer + MLP over frozen "
+            "backbone features), trained alone with --criterion length_prediction "
+            "--finetune-from-model DIFFUSION.pt; every other parameter is frozen"
+        },
+    )
     checkpoint_activations: bool = field(
         default=False, metadata={"help": "recompute each layer's activations in the backward"}
     )
@@ -81,8 +95,10 @@ class DiffusionXLMRConfig(FairseqDataclass):
 class DiffusionXLMRModel(BaseFairseqModel):
     """RoBERTa encoder + LM head as a masked-diffusion denoiser, with a length head.
 
-    The length head is CMLM-style and trained jointly: a linear classifier over the
-    mean of the prompt's features from a prompt-only pass.
+    The ``joint`` length head is CMLM-style: a linear classifier over the mean of the
+    prompt's features from a prompt-only pass, trained with the diffusion loss. With
+    ``--length-predictor separate`` the paper's :class:`LengthPredictor` predicts the
+    length instead and is the only trainable part.
     """
 
     def __init__(self, cfg, encoder: RobertaEncoder, dictionary):
@@ -95,6 +111,15 @@ class DiffusionXLMRModel(BaseFairseqModel):
         self.mask = dictionary.index(MASK_SYMBOL)
         self.diffusion = AbsorbingDiffusion(self.mask)
         self.never_emitted = [self.mask, self.pad, dictionary.bos(), self.eos]
+        if cfg.length_predictor == "separate":
+            self.length_predictor = LengthPredictor(
+                cfg.encoder_embed_dim,
+                cfg.encoder_attention_heads,
+                cfg.encoder_ffn_embed_dim,
+                cfg.length_classes,
+            )
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad = name.startswith("length_predictor.")
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -109,6 +134,14 @@ class DiffusionXLMRModel(BaseFairseqModel):
         )
         roberta_base_architecture(encoder_args)
         return cls(cfg, RobertaEncoder(encoder_args, dictionary), dictionary)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="checkpoint_best.pt",
+                        data_name_or_path=".", **kwargs):
+        """A :class:`DiffusionHubInterface` (text in, text out); see ``hub_interface.py``."""
+        from diffusion_plugin.hub_interface import from_pretrained
+
+        return from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
     def max_positions(self):
         return self.cfg.max_positions
@@ -140,11 +173,39 @@ class DiffusionXLMRModel(BaseFairseqModel):
         return {"word_logits": word_logits, "length_logits": length_logits}
 
     def forward_length(self, src_tokens):
-        """Length logits (B, C) from a prompt-only pass over src_tokens (B, S)."""
+        """Length logits (B, C) from a prompt-only pass over src_tokens (B, S).
+
+        The separate predictor reads the frozen backbone's features computed without
+        gradient and without dropout.
+        """
+        if self.cfg.length_predictor == "separate":
+            was_training = self.encoder.training
+            self.encoder.eval()
+            with torch.no_grad():
+                features = self.extract_features(src_tokens).float()
+            self.encoder.train(was_training)
+            return self.length_predictor(features, src_tokens.eq(self.pad))
         features = self.extract_features(src_tokens).float()
         keep = src_tokens.ne(self.pad).unsqueeze(-1).type_as(features)
         pooled = (features * keep).sum(1) / keep.sum(1)
         return self.length_head(pooled)
+
+    def length_targets(self, target):
+        """Length classes (B,) of ``target </s>`` (B, T) right-padded: k+1 tokens -> k.
+
+        Lengths beyond the last class are clipped to it.
+        """
+        num_tokens = target.ne(self.pad).sum(1) - 1
+        return (num_tokens - 1).clamp(0, self.cfg.length_classes - 1)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """A diffusion checkpoint without the separate predictor gets its initial weights
+        (stage two of the length training starts from such a checkpoint)."""
+        super().upgrade_state_dict_named(state_dict, name)
+        prefix = name + "." if name else ""
+        if self.cfg.length_predictor == "separate":
+            for key, value in self.length_predictor.state_dict().items():
+                state_dict.setdefault(f"{prefix}length_predictor.{key}", value)
 
     # ------------------------------------------------------ NAT decoding protocol
     def forward_encoder(self, encoder_inputs):
@@ -198,16 +259,47 @@ class DiffusionXLMRModel(BaseFairseqModel):
         end = output_tokens.ne(self.pad).sum(1, keepdim=True) - 1
         return (positions >= prompt_lengths.unsqueeze(1)) & (positions < end)
 
-    def forward_decoder(self, decoder_out, encoder_out, strategy: ReverseStrategy = None, **kwargs):
-        """One reverse-diffusion step over every canvas; returns the next DecoderOut."""
+    def forward_decoder(
+        self,
+        decoder_out,
+        encoder_out,
+        strategy: Optional[ReverseStrategy] = None,
+        temperature: float = 1.0,
+        sampling: bool = False,
+        confidence: str = "prob",
+        guidance_scale: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+        **kwargs,
+    ):
+        """One reverse-diffusion step over every canvas; returns the next DecoderOut.
+
+        With ``guidance_scale`` w > 0 the logits are classifier-free guided,
+        ``u + (1 + w) (c - u)``, where ``u`` comes from the same canvas with its
+        prompt (all but ``<s>``) replaced by ``<mask>``.
+        """
         strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
         tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
-        decodable = self.decodable_positions(tokens, encoder_out["prompt_lengths"])
-        logits = self.output_layer(self.extract_features(tokens), decodable)
+        prompt_lengths = encoder_out["prompt_lengths"]
+        decodable = self.decodable_positions(tokens, prompt_lengths)
+        if guidance_scale > 0:
+            positions = utils.new_arange(tokens, *tokens.size())
+            in_prompt = (positions >= 1) & (positions < prompt_lengths.unsqueeze(1))
+            unconditional = tokens.masked_fill(in_prompt, self.mask)
+            features = self.extract_features(torch.cat([tokens, unconditional], dim=0))
+            logits = self.output_layer(features, decodable.repeat(2, 1)).float()
+            conditional_logits, unconditional_logits = logits.chunk(2, dim=0)
+            logits = unconditional_logits + (1 + guidance_scale) * (
+                conditional_logits - unconditional_logits
+            )
+        else:
+            logits = self.output_layer(self.extract_features(tokens), decodable)
         logits[:, self.never_emitted] = float("-inf")
-        best_scores, best_tokens = F.log_softmax(logits, dim=-1).max(-1)
+        best_tokens, best_scores, best_confidence = token_proposals(
+            logits, temperature, sampling, confidence, generator
+        )
         proposal_tokens = tokens.masked_scatter(decodable, best_tokens)
         proposal_scores = torch.zeros_like(scores).masked_scatter(decodable, best_scores)
+        proposal_confidence = torch.zeros_like(scores).masked_scatter(decodable, best_confidence)
         step = decoder_out.step + 1
         tokens, scores = self.diffusion.reverse_step(
             tokens,
@@ -218,6 +310,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
             step,
             decoder_out.max_step,
             strategy,
+            proposal_confidence=proposal_confidence,
+            generator=generator,
         )
         history = decoder_out.history
         if history is not None:

@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 
 from fairseq import utils
 from fairseq.data import encoders
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 
-from diffusion_plugin.absorbing_diffusion import ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
-from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.diffusion_generator import (
+    CANDIDATE_SELECTIONS,
+    LENGTH_BEAM_MODES,
+    DiffusionGenerator,
+)
 from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
 
 logger = logging.getLogger(__name__)
@@ -31,9 +36,37 @@ class PromptedTranslationConfig(TranslationConfig):
     )
     decoding_strategy: str = field(
         default="reparam-uncond-deterministic-cosine",
+        metadata={"help": f"reverse process: {STRATEGY_HELP}"},
+    )
+    unmasking_confidence: ChoiceEnum(CONFIDENCES) = field(
+        default="prob",
         metadata={
-            "help": "reverse process: reparam-{cond,uncond}-{deterministic,stochastic<c>}-"
-            "{cosine,linear} (RDM)"
+            "help": "what ranks positions for reparam and threshold strategies: the "
+            "token's probability, the margin to the second token, or 1 - normalised entropy"
+        },
+    )
+    guidance_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "classifier-free guidance w: logits u + (1 + w)(c - u), u computed "
+            "with the prompt masked; 0 turns it off"
+        },
+    )
+    length_beam_mode: ChoiceEnum(LENGTH_BEAM_MODES) = field(
+        default="topk",
+        metadata={
+            "help": "candidate lengths of --iter-decode-with-beam B: the length head's "
+            "top-B, or a window of B lengths around its argmax (CMLM)"
+        },
+    )
+    oracle_length: bool = field(
+        default=False, metadata={"help": "decode with the reference target length"}
+    )
+    candidate_selection: ChoiceEnum(CANDIDATE_SELECTIONS) = field(
+        default="score",
+        metadata={
+            "help": "pick among length candidates by mean token log-prob, or by minimum "
+            "Bayes risk with sentence sacreBLEU or chrF between candidates"
         },
     )
     prompt_template: str = field(
@@ -43,6 +76,33 @@ class PromptedTranslationConfig(TranslationConfig):
             f"'auto' reads {PROMPT_TEMPLATE_FILE} from the data directory if present, "
             "'none' feeds lines unchanged"
         },
+    )
+
+
+def generator_options(task_cfg, args):
+    """DiffusionGenerator keywords from fairseq's generation options and the task's.
+
+    ``args`` (fairseq's ``--iter-decode-*``, ``--temperature``, ``--sampling``, ...)
+    may also override the task's decoding options, as the hub interface does.
+    """
+
+    def option(name, default):
+        return getattr(args, name, getattr(task_cfg, name, default))
+
+    return dict(
+        max_iter=option("iter_decode_max_iter", 10),
+        beam_size=option("iter_decode_with_beam", 1),
+        strategy=option("decoding_strategy", "reparam-uncond-deterministic-cosine"),
+        retain_history=option("retain_iter_history", False),
+        length_beam_mode=str(option("length_beam_mode", "topk")),
+        oracle_length=option("oracle_length", False),
+        temperature=option("temperature", 1.0),
+        sampling=option("sampling", False),
+        confidence=str(option("unmasking_confidence", "prob")),
+        guidance_scale=option("guidance_scale", 0.0),
+        force_max_iter=option("iter_decode_force_max_iter", False),
+        candidate_selection=str(option("candidate_selection", "score")),
+        post_process=option("post_process", None),
     )
 
 
@@ -100,7 +160,7 @@ class PromptedTranslationTask(TranslationTask):
                 "binarizing (scripts/prepare_prompted.py always does)"
             )
         logger.info(f"dictionary: {len(src_dict)} types ({MASK_SYMBOL}={src_dict.index(MASK_SYMBOL)})")
-        ReverseStrategy.parse(cfg.decoding_strategy)
+        DiffusionGenerator(src_dict, **generator_options(cfg, cfg))
         return cls(cfg, src_dict, src_dict)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -136,13 +196,9 @@ class PromptedTranslationTask(TranslationTask):
         return self.cfg.max_positions
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
+        max_positions = min(self.cfg.max_positions, *(m.max_positions() for m in models))
         return DiffusionGenerator(
-            self.target_dictionary,
-            max_iter=getattr(args, "iter_decode_max_iter", 10),
-            beam_size=getattr(args, "iter_decode_with_beam", 1),
-            strategy=getattr(args, "decoding_strategy", self.cfg.decoding_strategy),
-            retain_history=getattr(args, "retain_iter_history", False),
-            max_positions=min(self.cfg.max_positions, *(m.max_positions() for m in models)),
+            self.target_dictionary, max_positions=max_positions, **generator_options(self.cfg, args)
         )
 
     def build_tokenizer(self, args):

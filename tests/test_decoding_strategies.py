@@ -1,0 +1,254 @@
+"""Unmasking strategies, length candidates, guidance and candidate selection."""
+
+import math
+
+import pytest
+import torch
+
+from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.tasks.prompted_translation import generator_options
+
+DETERMINISTIC = [
+    "reparam-uncond-deterministic-cosine",
+    "reparam-cond-deterministic-linear",
+    "mask-predict",
+    "mask-predict-cosine",
+    "threshold0.05",
+]
+RANDOM = ["reparam-uncond-stochastic2.0-linear", "ancestral"]
+MASK = 3
+
+
+def batch(task, indices, split="test"):
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in indices])
+
+
+def generator(task, **kwargs):
+    return DiffusionGenerator(task.target_dictionary, max_positions=64, **kwargs)
+
+
+def body(hypo):
+    return hypo["tokens"][:-1]
+
+
+@pytest.mark.parametrize(
+    "strategy,confidence",
+    [(s, c) for s in DETERMINISTIC for c in ("prob", "margin", "entropy")
+     if c == "prob" or not s.startswith("mask-predict")],
+)
+def test_batch_of_many_equals_batch_of_one(tiny_task, tiny_model, strategy, confidence):
+    gen = generator(tiny_task, max_iter=5, beam_size=3, strategy=strategy, confidence=confidence)
+    indices = list(range(10))
+    together = gen.generate([tiny_model], batch(tiny_task, indices))
+    for i, index in enumerate(indices):
+        alone = gen.generate([tiny_model], batch(tiny_task, [index]))[0]
+        assert [body(h).tolist() for h in alone] == [body(h).tolist() for h in together[i]]
+
+
+@pytest.mark.parametrize("strategy", DETERMINISTIC + RANDOM)
+def test_every_strategy_fills_every_position_within_k_steps(tiny_task, tiny_model, strategy):
+    torch.manual_seed(0)
+    gen = generator(tiny_task, max_iter=4, beam_size=2, strategy=strategy, retain_history=True)
+    special = {tiny_model.mask, tiny_model.pad, tiny_model.eos, tiny_task.target_dictionary.bos()}
+    for sentence in gen.generate([tiny_model], batch(tiny_task, range(8))):
+        for hypo in sentence:
+            assert 1 <= hypo["steps"] <= 4
+            assert len(hypo["history"]) == hypo["steps"] + 1
+            assert not special & set(body(hypo).tolist())
+
+
+def test_mask_predict_keeps_the_linear_number_of_masks_and_ranks_by_stored_scores():
+    diffusion = AbsorbingDiffusion(MASK)
+    strategy = ReverseStrategy.parse("mask-predict")
+    tokens = torch.tensor([[10, MASK, MASK, MASK, MASK, 2]])
+    scores = torch.tensor([[-0.1, -math.inf, -math.inf, -math.inf, -math.inf, 0.0]])
+    decodable = torch.tensor([[False, True, True, True, True, False]])
+    proposal_tokens = torch.tensor([[10, 11, 12, 13, 14, 2]])
+    proposal_scores = torch.tensor([[0.0, -0.5, -0.2, -3.0, -0.3, 0.0]])
+    new_tokens, new_scores = diffusion.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 2, 4, strategy
+    )
+    # floor(4 * (1 - 2/4)) = 2 stay masked: the two lowest of (-0.5, -0.2, -3.0, -0.3).
+    assert new_tokens.tolist() == [[10, MASK, 12, MASK, 14, 2]]
+    assert new_scores[0, 2].item() == pytest.approx(-0.2)
+    # A committed token keeps its stored score and is re-masked by it, whatever the model
+    # now proposes at its position.
+    tokens = torch.tensor([[10, 20, MASK, MASK, 21, 2]])
+    scores = torch.tensor([[0.0, -5.0, -math.inf, -math.inf, -0.1, 0.0]])
+    proposal_scores = torch.tensor([[0.0, -0.01, -0.2, -0.3, -0.01, 0.0]])
+    new_tokens, _ = diffusion.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 3, 4, strategy
+    )
+    assert new_tokens.tolist() == [[10, MASK, 12, 13, 21, 2]]
+
+
+def test_threshold_commits_every_confident_position_and_at_least_one():
+    diffusion = AbsorbingDiffusion(MASK)
+    strategy = ReverseStrategy.parse("threshold0.5")
+    tokens = torch.tensor([[MASK, MASK, MASK, MASK], [MASK, MASK, MASK, 9]])
+    scores = torch.full((2, 4), -math.inf)
+    scores[1, 3] = -0.1
+    decodable = torch.ones(2, 4, dtype=torch.bool)
+    proposal_tokens = torch.tensor([[11, 12, 13, 14], [15, 16, 17, 18]])
+    proposal_scores = torch.log(torch.tensor([[0.9, 0.2, 0.6, 0.1], [0.3, 0.4, 0.1, 0.99]]))
+    new_tokens, _ = diffusion.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 1, 10, strategy
+    )
+    assert new_tokens.tolist() == [[11, MASK, 13, MASK], [MASK, 16, MASK, 9]]
+    new_tokens, _ = diffusion.reverse_step(
+        new_tokens, scores, decodable, proposal_tokens, proposal_scores, 10, 10, strategy
+    )
+    assert not new_tokens.eq(MASK).any()
+
+
+def test_threshold_decoding_terminates_with_at_least_one_commit_per_step(tiny_task, tiny_model):
+    gen = generator(tiny_task, max_iter=50, strategy="threshold1.0", retain_history=True)
+    for sentence in gen.generate([tiny_model], batch(tiny_task, range(6))):
+        hypo = sentence[0]
+        masked = [int(h["tokens"].eq(tiny_model.mask).sum()) for h in hypo["history"]]
+        assert all(after < before for before, after in zip(masked, masked[1:]))
+        assert masked[-1] == 0 and hypo["steps"] <= len(hypo["tokens"]) - 1
+
+
+def test_ancestral_unmasking_never_remasks(tiny_task, tiny_model):
+    torch.manual_seed(1)
+    gen = generator(tiny_task, max_iter=6, strategy="ancestral", retain_history=True)
+    for sentence in gen.generate([tiny_model], batch(tiny_task, range(6))):
+        history = [h["tokens"] for h in sentence[0]["history"]]
+        for before, after in zip(history, history[1:]):
+            committed = before.ne(tiny_model.mask)
+            assert torch.equal(after[committed], before[committed])
+
+
+def test_oracle_length_reproduces_the_reference_length(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(10))
+    gen = generator(tiny_task, max_iter=3, beam_size=2, oracle_length=True)
+    gold = sample["target"].ne(tiny_model.pad).sum(1)
+    for sentence, length in zip(gen.generate([tiny_model], sample), gold.tolist()):
+        assert [len(h["tokens"]) for h in sentence] == [length, length]
+    del sample["target"]
+    with pytest.raises(ValueError, match="--oracle-length"):
+        gen.generate([tiny_model], sample)
+
+
+def test_window_lengths_surround_the_argmax(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(6))
+    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
+    best = tiny_model.predict_lengths(encoder_out, 1).squeeze(1)
+    gen = generator(tiny_task, max_iter=2, beam_size=3, length_beam_mode="window")
+    for sentence, argmax in zip(gen.generate([tiny_model], sample), best.tolist()):
+        expected = sorted(max(1, argmax + offset) for offset in (-1, 0, 1))
+        assert sorted(len(h["tokens"]) - 1 for h in sentence) == expected
+
+
+def test_forced_iterations_change_steps_not_outputs(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(6))
+    adaptive = generator(tiny_task, max_iter=8, strategy="threshold0.01").generate([tiny_model], sample)
+    forced = generator(tiny_task, max_iter=8, strategy="threshold0.01", force_max_iter=True).generate(
+        [tiny_model], sample
+    )
+    assert any(s[0]["steps"] < 8 for s in adaptive)
+    for a, f in zip(adaptive, forced):
+        assert f[0]["steps"] == 8
+        assert torch.equal(a[0]["tokens"], f[0]["tokens"])
+
+
+def test_guidance_combines_conditional_and_prompt_masked_logits(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(3))
+    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
+    start = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
+    start = start._replace(max_step=1)
+    guided = tiny_model.forward_decoder(start, encoder_out, guidance_scale=1.5)
+
+    tokens = start.output_tokens
+    decodable = tiny_model.decodable_positions(tokens, encoder_out["prompt_lengths"])
+    prompt_masked = tokens.clone()
+    for row, length in enumerate(encoder_out["prompt_lengths"].tolist()):
+        prompt_masked[row, 1:length] = tiny_model.mask
+    with torch.no_grad():
+        c = tiny_model.output_layer(tiny_model.extract_features(tokens), decodable).float()
+        u = tiny_model.output_layer(tiny_model.extract_features(prompt_masked), decodable).float()
+    logits = u + 2.5 * (c - u)
+    logits[:, tiny_model.never_emitted] = float("-inf")
+    assert torch.equal(guided.output_tokens[decodable], logits.argmax(-1))
+    plain = tiny_model.forward_decoder(start, encoder_out)
+    assert not torch.equal(plain.output_scores, guided.output_scores)
+
+
+def test_confidences_lie_in_the_unit_interval_and_order_as_expected():
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    for confidence in ("prob", "margin", "entropy"):
+        tokens, scores, log_conf = token_proposals(logits, confidence=confidence)
+        assert tokens.tolist() == [0, 0, 0]
+        assert (log_conf <= 1e-6).all()
+        assert log_conf[0] > log_conf[1] and log_conf[0] > log_conf[2]
+    _, _, margin = token_proposals(logits, confidence="margin")
+    assert margin[1].exp().item() == pytest.approx(0.0, abs=1e-6)
+    _, _, entropy = token_proposals(logits, confidence="entropy")
+    assert entropy[2].exp().item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_sampling_is_seeded_and_temperature_sharpens():
+    logits = torch.randn(200, 30, generator=torch.Generator().manual_seed(0))
+    logits.scatter_add_(1, logits.argmax(-1, keepdim=True), torch.ones(200, 1))
+    first = token_proposals(logits, sampling=True, generator=torch.Generator().manual_seed(3))[0]
+    again = token_proposals(logits, sampling=True, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(first, again)
+    cold = token_proposals(logits, temperature=0.01, sampling=True, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(cold, logits.argmax(-1))
+    _, hot_scores, _ = token_proposals(logits, temperature=2.0)
+    _, scores, _ = token_proposals(logits)
+    assert (hot_scores < scores).all()
+
+
+def test_mbr_picks_the_consensus_candidate(tiny_task):
+    dictionary = tiny_task.target_dictionary
+    def hypo(words, score):
+        return {"tokens": dictionary.encode_line(" ".join(words), add_if_not_exist=False),
+                "score": torch.tensor(score)}
+    candidates = [
+        hypo(["w1", "w2", "w3", "w4"], -0.5),
+        hypo(["w9", "w8", "w7", "w6"], -0.1),
+        hypo(["w1", "w2", "w3", "w5"], -0.9),
+    ]
+    for selection in ("mbr-bleu", "mbr-chrf"):
+        best = generator(tiny_task, candidate_selection=selection).select([dict(h) for h in candidates])
+        assert dictionary.string(best[0]["tokens"]) == "w1 w2 w3 w4"
+        assert best[-1]["mbr_utility"] < best[0]["mbr_utility"]
+    by_score = generator(tiny_task).select([dict(h) for h in candidates])
+    assert dictionary.string(by_score[0]["tokens"]) == "w9 w8 w7 w6"
+
+
+@pytest.mark.parametrize(
+    "name", ["threshold0", "threshold1.5", "mask-predict-quadratic", "ancestral-cosine"]
+)
+def test_bad_strategy_names_are_rejected(name):
+    with pytest.raises(ValueError, match="--decoding-strategy"):
+        ReverseStrategy.parse(name)
+
+
+def test_bad_decoding_options_name_their_flag(tiny_task):
+    dictionary = tiny_task.target_dictionary
+    cases = [
+        (dict(temperature=0.0), "--temperature"),
+        (dict(guidance_scale=-1.0), "--guidance-scale"),
+        (dict(confidence="margin", strategy="mask-predict"), "--unmasking-confidence"),
+        (dict(length_beam_mode="around"), "--length-beam-mode"),
+        (dict(candidate_selection="mbr-rouge"), "--candidate-selection"),
+    ]
+    for kwargs, flag in cases:
+        with pytest.raises(ValueError, match=flag):
+            DiffusionGenerator(dictionary, **kwargs)
+
+
+def test_fairseq_generation_flags_reach_the_generator(tiny_task):
+    from argparse import Namespace
+
+    args = Namespace(iter_decode_max_iter=7, iter_decode_with_beam=4, temperature=0.5,
+                     sampling=True, iter_decode_force_max_iter=True)
+    options = generator_options(tiny_task.cfg, args)
+    assert options["max_iter"] == 7 and options["beam_size"] == 4
+    assert options["temperature"] == 0.5 and options["sampling"] and options["force_max_iter"]
+    assert options["strategy"] == tiny_task.cfg.decoding_strategy
