@@ -135,10 +135,9 @@ def decode(task, model, args, options):
     return ordered, count / elapsed, sum(steps) / len(steps)
 
 
-def bleu(hypotheses, references):
-    import sacrebleu
-
-    return sacrebleu.corpus_bleu(hypotheses, [references[: len(hypotheses)]])
+def bleu(metric, hypotheses, references):
+    """sacreBLEU of the hypotheses against the first len(hypotheses) references."""
+    return metric.corpus_score(hypotheses, [references[: len(hypotheses)]])
 
 
 def plot(rows, steps, path):
@@ -166,9 +165,11 @@ def plot(rows, steps, path):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import sacrebleu
     import torch
 
     torch.set_num_threads(args.threads)
+    metric = sacrebleu.BLEU()
     methods = {method: parse_method(method) for method in args.strategies}
     references_path = find_references(args)
     references = references_path.read_text(encoding="utf-8").splitlines()
@@ -180,7 +181,7 @@ def main(argv=None):
         for k in args.steps:
             hyps, speed, steps = decode(task, model, args, dict(
                 options, max_iter=k, beam_size=args.length_beam))
-            score = bleu(hyps, references)
+            score = bleu(metric, hyps, references)
             strategy_rows.append({"method": method, "steps": k, "bleu": round(score.score, 2),
                                   "sentences_per_s": round(speed, 2), "mean_steps": round(steps, 2)})
             print(json.dumps(strategy_rows[-1]), flush=True)
@@ -191,14 +192,12 @@ def main(argv=None):
             hyps, speed, _ = decode(task, model, args, dict(
                 max_iter=args.length_steps, beam_size=beam, oracle_length=oracle))
             key = "oracle" if oracle else "predicted"
-            row[f"{key}_bleu"] = round(bleu(hyps, references).score, 2)
+            row[f"{key}_bleu"] = round(bleu(metric, hyps, references).score, 2)
             row[f"{key}_sentences_per_s"] = round(speed, 2)
         length_rows.append(row)
         print(json.dumps(row), flush=True)
 
-    import sacrebleu
-
-    signature = str(sacrebleu.BLEU().get_signature())
+    signature = str(metric.get_signature())
     count = len(task.dataset(args.subset)) if args.test_lines is None else args.test_lines
     table = ["| strategy | " + " | ".join(f"K={k} BLEU | K={k} sent/s" for k in args.steps) + " |",
              "|---|" + "---:|---:|" * len(args.steps)]

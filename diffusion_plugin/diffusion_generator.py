@@ -19,7 +19,8 @@ class DiffusionGenerator:
     """Decodes with a :class:`DiffusionXLMRModel` through fairseq's NAT protocol.
 
     For every prompt, ``beam_size`` target lengths (the length head's top-k, a window
-    around its argmax, or the reference length) each get a canvas; all canvases of
+    around its argmax, or the reference length) each get ``samples_per_length``
+    canvases (which differ only under sampling or a stochastic strategy); all canvases of
     a batch are denoised together for at most ``max_iter`` steps. A canvas leaves the
     batch as soon as nothing in it is masked: no strategy changes a canvas after
     that, so stopping early changes no output (``force_max_iter`` runs every step
@@ -43,11 +44,14 @@ class DiffusionGenerator:
         force_max_iter: bool = False,
         candidate_selection: str = "score",
         post_process: Optional[str] = None,
+        samples_per_length: int = 1,
     ):
         if max_iter < 1:
             raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
         if beam_size < 1:
             raise ValueError(f"--iter-decode-with-beam must be >= 1, got {beam_size}")
+        if samples_per_length < 1:
+            raise ValueError(f"--samples-per-length must be >= 1, got {samples_per_length}")
         if length_beam_mode not in LENGTH_BEAM_MODES:
             raise ValueError(
                 f"--length-beam-mode {length_beam_mode!r}: choose from {LENGTH_BEAM_MODES}"
@@ -74,6 +78,8 @@ class DiffusionGenerator:
         self.eos = tgt_dict.eos()
         self.max_iter = max_iter
         self.beam_size = beam_size
+        self.samples_per_length = samples_per_length
+        self.num_candidates = beam_size * samples_per_length
         self.retain_history = retain_history
         self.max_positions = max_positions
         self.length_beam_mode = length_beam_mode
@@ -90,11 +96,12 @@ class DiffusionGenerator:
         self.post_process = post_process
 
     def candidate_lengths(self, model, encoder_out, sample=None):
-        """Target lengths of the ``beam_size`` canvases of each prompt: LongTensor (B, beam).
+        """Target lengths of the canvases of each prompt: LongTensor (B, beam * samples).
 
-        The length head's top-k (``topk``), CMLM's window around its argmax
-        (``window``) or, with ``oracle_length``, the reference length; each clipped to
-        the room left after its prompt within ``max_positions``.
+        ``beam_size`` lengths, the length head's top-k (``topk``), CMLM's window around
+        its argmax (``window``) or, with ``oracle_length``, the reference length, each
+        repeated ``samples_per_length`` times and clipped to the room left after its
+        prompt within ``max_positions``.
         """
         if self.oracle_length:
             if sample is None or sample.get("target") is None:
@@ -107,6 +114,7 @@ class DiffusionGenerator:
             lengths = (best + offsets).clamp(min=1)
         else:
             lengths = model.predict_lengths(encoder_out, self.beam_size)
+        lengths = lengths.repeat_interleave(self.samples_per_length, dim=1)
         room = self.max_positions - encoder_out["prompt_lengths"] - 1
         if (room < 1).any():
             row = int((room < 1).nonzero()[0, 0])
@@ -136,7 +144,7 @@ class DiffusionGenerator:
 
         encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
         lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
-        rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.beam_size)
+        rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.num_candidates)
         encoder_out = model.reorder_encoder_out(encoder_out, rows)
         decoder_out = model.initialize_output_tokens(
             encoder_out, encoder_out["src_tokens"], target_lengths=lengths
@@ -178,11 +186,11 @@ class DiffusionGenerator:
                 history=[h[keep] for h in decoder_out.history] if self.retain_history else None,
             )
 
-        prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat_interleave(self.beam_size)
+        prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat_interleave(self.num_candidates)
         finalized = []
         for sent in range(batch_size):
             hypos = []
-            for index in range(sent * self.beam_size, (sent + 1) * self.beam_size):
+            for index in range(sent * self.num_candidates, (sent + 1) * self.num_candidates):
                 start, length = int(prompt_lengths[index]), int(lengths[index])
                 tokens = final_tokens[index][start : start + length + 1]
                 positional_scores = final_scores[index][start : start + length + 1].clone()

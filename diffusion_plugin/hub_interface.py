@@ -42,7 +42,15 @@ def from_pretrained(model_name_or_path, checkpoint_file="checkpoint_best.pt",
 
 
 class DiffusionHubInterface(hub_utils.GeneratorHubInterface):
-    """fairseq's GeneratorHubInterface whose ``generate`` also takes raw strings."""
+    """fairseq's GeneratorHubInterface whose ``generate`` also takes raw strings.
+
+    Its tokenizer is the task's, which applies the prompt template first, as
+    ``fairseq-interactive`` does (fairseq's own interface builds a plain one).
+    """
+
+    def __init__(self, cfg, task, models):
+        super().__init__(cfg, task, models)
+        self.tokenizer = task.build_tokenizer(cfg.tokenizer)
 
     def generate(self, inputs: Union[List[str], List[torch.LongTensor]], beam: int = 1,
                  verbose: bool = False, **kwargs):

@@ -12,8 +12,8 @@
 # Other options: --workdir DIR (default work/quickstart), --max-update N, --max-tokens N,
 # --lr X, --warmup-updates N, --iter-decode-max-iter K, --length-beam B,
 # --time-sampling coupled|single. The default here is one noise level per
-# example (single): per update it costs half of RDM's coupled pairs, so a fixed
-# CPU-time budget sees twice the sentences (docs/RESULTS.md compares the two).
+# example (single): per example it costs half of RDM's coupled pair, so a fixed
+# CPU-time budget sees twice the sentences.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 

@@ -252,3 +252,33 @@ def test_fairseq_generation_flags_reach_the_generator(tiny_task):
     assert options["max_iter"] == 7 and options["beam_size"] == 4
     assert options["temperature"] == 0.5 and options["sampling"] and options["force_max_iter"]
     assert options["strategy"] == tiny_task.cfg.decoding_strategy
+
+
+def test_samples_per_length_multiply_the_candidates_and_mbr_ranks_them(tiny_task, tiny_model):
+    torch.manual_seed(0)
+    gen = generator(tiny_task, max_iter=3, beam_size=2, samples_per_length=3, sampling=True,
+                    candidate_selection="mbr-chrf")
+    encoder_out = tiny_model.forward_encoder([batch(tiny_task, range(5))["net_input"]["src_tokens"], None])
+    top2 = tiny_model.predict_lengths(encoder_out, 2)
+    for sentence, lengths in zip(gen.generate([tiny_model], batch(tiny_task, range(5))), top2.tolist()):
+        assert len(sentence) == 6
+        assert sorted(len(h["tokens"]) - 1 for h in sentence) == sorted(lengths * 3)
+        utilities = [h["mbr_utility"] for h in sentence]
+        assert utilities == sorted(utilities, reverse=True)
+
+
+def test_canvases_of_other_lengths_than_the_batch_get_their_own_target_positions(tiny_task, tiny_model):
+    """The released code reuses the batch's prompt masks for length-beam canvases of other
+    lengths (method spec §3); here every canvas derives its own target positions."""
+    sample = batch(tiny_task, range(4))
+    src_tokens = sample["net_input"]["src_tokens"]
+    encoder_out = tiny_model.forward_encoder([src_tokens, None])
+    rows = torch.arange(4).repeat_interleave(3)
+    encoder_out = tiny_model.reorder_encoder_out(encoder_out, rows)
+    target_lengths = torch.tensor([1, 7, 3, 12, 2, 5, 9, 1, 4, 6, 11, 2])
+    canvas = tiny_model.initialize_output_tokens(encoder_out, encoder_out["src_tokens"], target_lengths)
+    decodable = tiny_model.decodable_positions(canvas.output_tokens, encoder_out["prompt_lengths"])
+    assert decodable.sum(1).tolist() == target_lengths.tolist()
+    for row, (prompt_length, length) in enumerate(zip(encoder_out["prompt_lengths"].tolist(), target_lengths.tolist())):
+        assert decodable[row].nonzero().view(-1).tolist() == list(range(prompt_length, prompt_length + length))
+        assert canvas.output_tokens[row, prompt_length + length] == tiny_model.eos

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import training_cfg
+from diffusion_plugin.models.diffusion_xlmr import length_targets
 
 
 @pytest.fixture()
@@ -21,10 +22,10 @@ def sample(task, count=8):
 def test_class_k_means_k_plus_one_target_tokens(tiny_task, tiny_model):
     pad, eos = tiny_model.pad, tiny_model.eos
     target = torch.tensor([[7, eos, pad, pad], [7, 8, 9, eos], [7, 8, eos, pad]])
-    assert tiny_model.length_targets(target).tolist() == [0, 2, 1]
+    assert length_targets(target, pad, 16).tolist() == [0, 2, 1]
     long_target = torch.full((1, 40), 7)
     long_target[0, -1] = eos
-    assert tiny_model.length_targets(long_target).tolist() == [tiny_model.cfg.length_classes - 1]
+    assert length_targets(long_target, pad, 16).tolist() == [15]
 
 
 def test_only_the_predictor_is_trainable_and_the_backbone_stays_unchanged(tiny_task, separate):

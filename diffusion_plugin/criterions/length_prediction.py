@@ -8,6 +8,8 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from diffusion_plugin.models.diffusion_xlmr import length_targets
+
 
 @dataclass
 class LengthPredictionCriterionConfig(FairseqDataclass):
@@ -21,13 +23,13 @@ class LengthPredictionCriterion(FairseqCriterion):
     (method spec §3). ``sample_size`` is the number of examples."""
 
     def forward(self, model, sample, reduce=True):
-        if model.cfg.length_predictor != "separate":
+        if not hasattr(model, "length_predictor"):
             raise ValueError(
                 "--criterion length_prediction trains the separate length predictor: add "
                 "--length-predictor separate (and --finetune-from-model DIFFUSION.pt)"
             )
         logits = model.forward_length(sample["net_input"]["src_tokens"]).float()
-        targets = model.length_targets(sample["target"])
+        targets = length_targets(sample["target"], self.padding_idx, logits.size(-1))
         loss = F.cross_entropy(logits, targets, reduction="sum")
         predicted = logits.argmax(-1)
         batch_size = targets.size(0)

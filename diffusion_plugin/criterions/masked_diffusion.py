@@ -9,7 +9,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
-from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL, length_targets
 
 
 @dataclass
@@ -56,7 +56,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
         )
 
     def forward(self, model, sample, reduce=True):
-        if model.cfg.length_predictor == "separate":
+        if hasattr(model, "length_predictor"):
             raise ValueError(
                 "--length-predictor separate freezes the denoiser; train the diffusion with "
                 "--length-predictor joint, then the predictor with --criterion "
@@ -99,7 +99,9 @@ class MaskedDiffusionCriterion(FairseqCriterion):
         if predict_length:
             length_loss = F.cross_entropy(
                 net_output["length_logits"].float(),
-                model.length_targets(sample["target"]),
+                length_targets(
+                    sample["target"], self.padding_idx, net_output["length_logits"].size(-1)
+                ),
                 reduction="sum",
             )
         loss = diffusion_loss + self.cfg.length_loss_factor * length_loss * num_rows / batch_size

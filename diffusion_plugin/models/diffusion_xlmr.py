@@ -36,6 +36,15 @@ from diffusion_plugin.modules.length_predictor import LengthPredictor
 MASK_SYMBOL = "<mask>"
 
 
+def length_targets(target, pad, num_classes):
+    """Length classes (B,) of ``target </s>`` (B, T) right-padded: k+1 tokens -> class k.
+
+    Lengths beyond the last of ``num_classes`` classes are clipped to it.
+    """
+    num_tokens = target.ne(pad).sum(1) - 1
+    return (num_tokens - 1).clamp(0, num_classes - 1)
+
+
 @dataclass
 class DiffusionXLMRConfig(FairseqDataclass):
     encoder_layers: int = field(default=12, metadata={"help": "number of transformer layers"})
@@ -189,14 +198,6 @@ class DiffusionXLMRModel(BaseFairseqModel):
         keep = src_tokens.ne(self.pad).unsqueeze(-1).type_as(features)
         pooled = (features * keep).sum(1) / keep.sum(1)
         return self.length_head(pooled)
-
-    def length_targets(self, target):
-        """Length classes (B,) of ``target </s>`` (B, T) right-padded: k+1 tokens -> k.
-
-        Lengths beyond the last class are clipped to it.
-        """
-        num_tokens = target.ne(self.pad).sum(1) - 1
-        return (num_tokens - 1).clamp(0, self.cfg.length_classes - 1)
 
     def upgrade_state_dict_named(self, state_dict, name):
         """A diffusion checkpoint without the separate predictor gets its initial weights

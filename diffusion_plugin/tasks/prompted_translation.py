@@ -62,6 +62,13 @@ class PromptedTranslationConfig(TranslationConfig):
     oracle_length: bool = field(
         default=False, metadata={"help": "decode with the reference target length"}
     )
+    samples_per_length: int = field(
+        default=1,
+        metadata={
+            "help": "canvases per candidate length (they differ under --sampling or a "
+            "stochastic strategy); all are ranked by --candidate-selection"
+        },
+    )
     candidate_selection: ChoiceEnum(CANDIDATE_SELECTIONS) = field(
         default="score",
         metadata={
@@ -102,6 +109,7 @@ def generator_options(task_cfg, args):
         guidance_scale=option("guidance_scale", 0.0),
         force_max_iter=option("iter_decode_force_max_iter", False),
         candidate_selection=str(option("candidate_selection", "score")),
+        samples_per_length=option("samples_per_length", 1),
         post_process=option("post_process", None),
     )
 
