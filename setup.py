@@ -30,7 +30,7 @@ setup(
     install_requires=FAIRSEQ + read_requirements("requirements.txt"),
     extras_require={
         "test": read_requirements("requirements-test.txt"),
-        "hf": ["transformers>=4.30", "safetensors>=0.3"],
+        "hf": ["transformers>=4.30", "safetensors>=0.3", "protobuf"],
         "plots": ["matplotlib>=3.5"],
     },
 )

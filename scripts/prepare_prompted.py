@@ -48,12 +48,14 @@ def get_parser():
     )
     parser.add_argument(
         "--spm-model",
-        help="existing sentencepiece model (requires --dict); "
-        "if omitted, a new model is trained on the train data",
+        help="existing sentencepiece model (e.g. XLM-R's); without --dict the dictionary "
+        "holds the pieces of the training data (the paper's pruned vocabulary); if "
+        "omitted, a new model is trained on the train data",
     )
     parser.add_argument(
         "--dict",
-        help="existing fairseq dictionary matching --spm-model (requires --spm-model)",
+        help="existing fairseq dictionary matching --spm-model (requires --spm-model), "
+        "e.g. XLM-R's dict.txt for its full vocabulary",
     )
     parser.add_argument(
         "--vocab-size",
@@ -130,11 +132,8 @@ def check_args(args):
         _fail("--template must be a single line")
     if args.source_lang == args.target_lang:
         _fail("--source-lang and --target-lang must differ")
-    if (args.spm_model is None) != (args.dict is None):
-        _fail(
-            "--spm-model and --dict must be given together (or neither, to train "
-            "a new sentencepiece model)"
-        )
+    if args.dict is not None and args.spm_model is None:
+        _fail("--dict needs the sentencepiece model it belongs to: add --spm-model")
     for path in [args.spm_model, args.dict]:
         if path is not None and not os.path.isfile(path):
             _fail("file {} does not exist".format(path))
@@ -228,12 +227,13 @@ def encode(corpus, args, spm_model, textdir):
 
 
 def build_dictionary(corpus, args, textdir):
-    """Encode the corpus; return the spm model path and a Dictionary with <mask>."""
+    """Encode the corpus; return the spm model path and a Dictionary with <mask>:
+    --dict, or else the pieces of the training data."""
     from fairseq.data import Dictionary
 
-    if args.spm_model is None:
-        spm_model = train_spm(corpus, args, os.path.join(textdir, "spm.model"))
-        train_pieces = encode(corpus, args, spm_model, textdir)
+    spm_model = args.spm_model or train_spm(corpus, args, os.path.join(textdir, "spm.model"))
+    train_pieces = encode(corpus, args, spm_model, textdir)
+    if args.dict is None:
         dictionary = Dictionary()
         for pieces in train_pieces:
             for piece in pieces:
@@ -244,8 +244,6 @@ def build_dictionary(corpus, args, textdir):
             dictionary = Dictionary.load(args.dict)
         except (ValueError, RuntimeError) as e:
             _fail("cannot read dictionary {}: {}".format(args.dict, e))
-        spm_model = args.spm_model
-        encode(corpus, args, spm_model, textdir)
     if "<mask>" not in dictionary:
         dictionary.add_symbol("<mask>")
     return spm_model, dictionary

@@ -1,6 +1,11 @@
 """Shared fixtures: a tiny binarized prompted corpus, its task and a tiny model."""
 
+import importlib.util
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,27 @@ from fairseq_cli import preprocess
 import diffusion_plugin  # noqa: F401  (registers the plugin's components)
 
 WORDS = [f"w{i}" for i in range(30)]
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+BIN = Path(sys.executable).parent  # fairseq-train, fairseq-generate, ...
+
+
+def run(command, **kwargs):
+    """Run ``command`` from the repository root on one thread; it must succeed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def load_script(name):
+    """The module scripts/{name}.py."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_reversal_corpus(directory, sizes=(("train", 300), ("valid", 30), ("test", 30)), seed=0):

@@ -1,22 +1,9 @@
 """scripts/prepare_prompted.py and scripts/make_synthetic_corpus.py: outputs and bad input."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from fairseq.data import Dictionary, data_utils
 
-from conftest import write_reversal_corpus
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import load_script, write_reversal_corpus
 
 prepare_prompted = load_script("prepare_prompted")
 make_synthetic_corpus = load_script("make_synthetic_corpus")
@@ -88,9 +75,20 @@ def test_template_without_placeholder_is_rejected(raw, tmp_path):
     assert not (tmp_path / "bin").exists()
 
 
-def test_spm_model_without_dictionary_is_rejected(raw, tmp_path):
-    with pytest.raises(SystemExit, match="--dict"):
-        prepare_prompted.main(argv(raw, tmp_path / "bin", "--spm-model", str(raw / "train.src")))
+def test_dictionary_without_spm_model_is_rejected(raw, tmp_path):
+    with pytest.raises(SystemExit, match="--spm-model"):
+        prepare_prompted.main(argv(raw, tmp_path / "bin", "--dict", str(raw / "train.src")))
+
+
+def test_spm_model_alone_gives_the_pieces_of_the_training_data(raw, tmp_path):
+    first = tmp_path / "first"
+    prepare_prompted.main(argv(raw, first, "--vocab-size", "80"))
+    (raw / "train.src").write_text("reverse : w1 w2 =\n" * 50)
+    (raw / "train.tgt").write_text("w2 w1\n" * 50)
+    second = tmp_path / "second"
+    prepare_prompted.main(argv(raw, second, "--spm-model", str(first / "sentencepiece.bpe.model")))
+    full, pruned = (Dictionary.load(str(d / "dict.src.txt")) for d in (first, second))
+    assert set(pruned.symbols) < set(full.symbols) and "<mask>" in pruned.indices
 
 
 def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):

@@ -34,6 +34,7 @@ from diffusion_plugin.absorbing_diffusion import (
 from diffusion_plugin.modules.length_predictor import LengthPredictor
 
 MASK_SYMBOL = "<mask>"
+PRETRAINED_VOCABULARIES = ChoiceEnum(["prune", "full"])
 
 
 def length_targets(target, pad, num_classes):
@@ -68,7 +69,29 @@ class DiffusionXLMRConfig(FairseqDataclass):
         default=512, metadata={"help": "longest <s> prompt target </s> sequence (XLM-R: 512)"}
     )
     untie_weights_roberta: bool = field(
-        default=False, metadata={"help": "untie the input embedding and the LM-head projection"}
+        default=False,
+        metadata={
+            "help": "untie the input embedding and the LM-head projection (always untied "
+            "with --pretrained-mlm and --pretrained-vocab prune)"
+        },
+    )
+    pretrained_mlm: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "initialise from a masked LM: a fairseq XLM-R directory (model.pt, "
+            "dict.txt), a fairseq RoBERTa checkpoint (fairseq-train --task masked_lm), a "
+            "Hugging Face XLM-R / XLM-R-XL directory or a released Diffusion-LLM directory; "
+            "read when training starts, not when a checkpoint is loaded (docs/PRETRAINED.md)"
+        },
+    )
+    pretrained_vocab: PRETRAINED_VOCABULARIES = field(
+        default="prune",
+        metadata={
+            "help": "rows of --pretrained-mlm's embeddings and LM head for the task dictionary, "
+            "matched by token string. prune (task-specific tuning): symbols it lacks take "
+            "<unk>'s row, input and output embeddings untied; full (instruction tuning): the "
+            "task dictionary is its vocabulary, every symbol must be found, weights stay tied"
+        },
     )
     length_classes: int = field(
         default=512, metadata={"help": "classes of the length head; class k = k+1 target tokens"}
@@ -142,6 +165,10 @@ class DiffusionXLMRModel(BaseFairseqModel):
             **{f.name: safe_getattr(cfg, f.name) for f in fields(DiffusionXLMRConfig)}
         )
         roberta_base_architecture(encoder_args)
+        # the paper unties the embeddings it prunes (method spec §1.1)
+        encoder_args.untie_weights_roberta = cfg.untie_weights_roberta or (
+            cfg.pretrained_mlm is not None and cfg.pretrained_vocab == "prune"
+        )
         return cls(cfg, RobertaEncoder(encoder_args, dictionary), dictionary)
 
     @classmethod
@@ -154,6 +181,11 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     def max_positions(self):
         return self.cfg.max_positions
+
+    @property
+    def tied_embeddings(self) -> bool:
+        """Whether the LM head projects with the input embedding matrix itself."""
+        return self.encoder.lm_head.weight is self.encoder.sentence_encoder.embed_tokens.weight
 
     def extract_features(self, tokens):
         """Final-layer features (B, L, H) of tokens (B, L); bf16 autocast with --cpu-bf16."""
@@ -201,9 +233,17 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     def upgrade_state_dict_named(self, state_dict, name):
         """A diffusion checkpoint without the separate predictor gets its initial weights
-        (stage two of the length training starts from such a checkpoint)."""
+        (stage two of the length training starts from such a checkpoint); one with untied
+        embeddings (a pruned vocabulary) must go into an untied model."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
+        embeddings = state_dict.get(f"{prefix}encoder.sentence_encoder.embed_tokens.weight")
+        output = state_dict.get(f"{prefix}encoder.lm_head.weight", embeddings)
+        if self.tied_embeddings and embeddings is not None and not torch.equal(embeddings, output):
+            raise ValueError(
+                "the checkpoint's input and output embeddings differ (untied, e.g. by "
+                "--pretrained-vocab prune) but this model ties them; pass --untie-weights-roberta"
+            )
         if self.cfg.length_predictor == "separate":
             for key, value in self.length_predictor.state_dict().items():
                 state_dict.setdefault(f"{prefix}length_predictor.{key}", value)

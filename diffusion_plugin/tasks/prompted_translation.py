@@ -18,6 +18,7 @@ from diffusion_plugin.diffusion_generator import (
     DiffusionGenerator,
 )
 from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,15 @@ class PromptedTranslationTask(TranslationTask):
         self.datasets[split] = PromptedPairDataset(
             pairs, self.cfg.max_positions, training=split == self.cfg.train_subset
         )
+
+    def build_model(self, cfg, from_checkpoint=False):
+        """The model; a new one (not one a checkpoint is about to fill) starts from
+        ``--pretrained-mlm`` when given."""
+        model = super().build_model(cfg, from_checkpoint)
+        if not from_checkpoint and getattr(cfg, "pretrained_mlm", None):
+            pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
+            load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
+        return model
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         pairs = super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
