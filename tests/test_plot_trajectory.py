@@ -1,14 +1,10 @@
 """scripts/plot_trajectory.py: reading --retain-iter-history output and drawing it."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("plot_trajectory", ROOT / "scripts" / "plot_trajectory.py")
-plot_trajectory = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_trajectory)
+from conftest import load_script
+
+plot_trajectory = load_script("plot_trajectory")
 
 OUTPUT = """S-0\tReverse : a b c =
 T-0\tc b a
