@@ -135,9 +135,12 @@ def check_args(args):
             "--spm-model and --dict must be given together (or neither, to train "
             "a new sentencepiece model)"
         )
-    for path in [args.spm_model, args.dict]:
+    for flag, path in [("--spm-model", args.spm_model), ("--dict", args.dict)]:
         if path is not None and not os.path.isfile(path):
-            _fail("file {} does not exist".format(path))
+            _fail(
+                "{} {} does not exist; give an existing file (or neither --spm-model "
+                "nor --dict, to train a new sentencepiece model)".format(flag, path)
+            )
     if args.workers < 1 or args.vocab_size < 1:
         _fail("--workers and --vocab-size must be positive")
     if os.path.exists(args.destdir):

@@ -1,28 +1,13 @@
 """prepare_prompted.py -> fairseq-train -> fairseq-generate (BLEU) -> fairseq-interactive."""
 
 import json
-import os
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import write_reversal_corpus
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def run(command, **kwargs):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-    env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+from conftest import BIN, run, write_reversal_corpus
 
 
 @pytest.fixture(scope="module")

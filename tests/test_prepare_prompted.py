@@ -93,6 +93,13 @@ def test_spm_model_without_dictionary_is_rejected(raw, tmp_path):
         prepare_prompted.main(argv(raw, tmp_path / "bin", "--spm-model", str(raw / "train.src")))
 
 
+def test_missing_spm_model_names_the_flag_and_writes_nothing(raw, tmp_path):
+    missing = tmp_path / "missing.model"
+    with pytest.raises(SystemExit, match=r"--spm-model .*missing\.model does not exist"):
+        prepare_prompted.main(argv(raw, tmp_path / "bin", "--spm-model", str(missing), "--dict", str(raw / "train.src")))
+    assert not (tmp_path / "bin").exists()
+
+
 def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):
     make_synthetic_corpus.main(["--outdir", str(tmp_path / "a"), "--train", "300", "--valid", "50", "--test", "50"])
     make_synthetic_corpus.main(["--outdir", str(tmp_path / "b"), "--train", "300", "--valid", "50", "--test", "50"])
