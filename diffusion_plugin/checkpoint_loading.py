@@ -1,4 +1,5 @@
-"""Lets torch >= 2.6 (``weights_only=True`` by default) load fairseq checkpoints.
+"""Lets torch >= 2.6 (``weights_only=True`` by default) load fairseq checkpoints,
+and names a cut-short checkpoint file.
 
 fairseq's ``checkpoint_utils`` calls ``torch.load`` without ``weights_only``. Its
 checkpoints hold numpy arrays and scalars (in the trainer's extra state) besides
@@ -6,12 +7,21 @@ tensors, and checkpoints from older fairseq releases (the XLM-R archives) hold
 an ``argparse.Namespace``. These few globals, and nothing that can run code,
 are registered as safe when the plugin is imported, so ``fairseq-generate`` and
 ``fairseq-interactive`` need no environment variable.
+
+Every checkpoint fairseq reads (``--path``, ``--restore-file``,
+``--finetune-from-model``, the hub interface) goes through
+``checkpoint_utils.load_checkpoint_to_cpu``; the plugin wraps it so that an
+empty file or a zip archive without its central directory (a save or copy that
+was interrupted) is one error naming the file, not a zip reader's traceback.
 """
 
 import argparse
+import os
+import zipfile
 
 import numpy as np
 import torch
+from fairseq import checkpoint_utils
 
 NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
 
@@ -25,3 +35,22 @@ FAIRSEQ_CHECKPOINT_GLOBALS = [
 ]
 
 torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
+
+fairseq_load_checkpoint_to_cpu = checkpoint_utils.load_checkpoint_to_cpu
+
+
+def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
+    """fairseq's ``load_checkpoint_to_cpu``; a local file that is empty or a zip archive
+    cut short is one ValueError naming it."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"" or (head == b"PK" and not zipfile.is_zipfile(path)):
+            raise ValueError(
+                f"checkpoint {path} is truncated ({os.path.getsize(path):,} bytes; an "
+                "interrupted save or copy): copy it again or load another checkpoint"
+            )
+    return fairseq_load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
+
+
+checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

@@ -18,7 +18,7 @@ from typing import Dict, List, Union
 import torch
 from fairseq import hub_utils
 
-SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
+from diffusion_plugin.tasks.prompted_translation import SENTENCEPIECE_MODEL
 
 
 def from_pretrained(model_name_or_path, checkpoint_file="checkpoint_best.pt",

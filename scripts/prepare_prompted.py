@@ -134,9 +134,12 @@ def check_args(args):
         _fail("--source-lang and --target-lang must differ")
     if args.dict is not None and args.spm_model is None:
         _fail("--dict needs the sentencepiece model it belongs to: add --spm-model")
-    for path in [args.spm_model, args.dict]:
+    for flag, path in [("--spm-model", args.spm_model), ("--dict", args.dict)]:
         if path is not None and not os.path.isfile(path):
-            _fail("file {} does not exist".format(path))
+            _fail(
+                "{} {} does not exist; give an existing file (or neither --spm-model "
+                "nor --dict, to train a new sentencepiece model)".format(flag, path)
+            )
     if args.workers < 1 or args.vocab_size < 1:
         _fail("--workers and --vocab-size must be positive")
     if os.path.exists(args.destdir):

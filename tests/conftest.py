@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny binarized prompted corpus, its task and a tiny model."""
+"""Shared fixtures: a tiny binarized prompted corpus, its task and a tiny model;
+helpers to run the fairseq commands and to save a checkpoint."""
 
 import importlib.util
 import os
@@ -12,23 +13,37 @@ import torch
 from fairseq import options, tasks
 from fairseq.data import Dictionary
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.trainer import Trainer
 from fairseq_cli import preprocess
 
 import diffusion_plugin  # noqa: F401  (registers the plugin's components)
 
-WORDS = [f"w{i}" for i in range(30)]
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORDS = [f"w{i}" for i in range(30)]
 SCRIPTS = ROOT / "scripts"
-BIN = Path(sys.executable).parent  # fairseq-train, fairseq-generate, ...
+TASK_ARGS = ["--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt"]
+TINY_ARGS = [
+    *TASK_ARGS,
+    "--arch", "diffusion_xlmr_tiny",
+    "--encoder-layers", "2", "--encoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+    "--max-positions", "64", "--length-classes", "16",
+    "--criterion", "masked_diffusion",
+]
 
 
-def run(command, **kwargs):
-    """Run ``command`` from the repository root on one thread; it must succeed."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+def run(command, ok=True, env=None, **kwargs):
+    """Run ``command`` in the repository root on one thread, with ``env`` added to the
+    environment; assert it succeeds (or, with ``ok=False``, fails)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+    command = [str(part) for part in command]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert (result.returncode == 0) == ok, (
+        f"{command[0]} exited with {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -82,24 +97,23 @@ def tiny_data(tmp_path_factory):
     return binarize(raw, tmp_path_factory.mktemp("bin"))
 
 
-def training_cfg(data_dir, *extra):
+def parse_training_args(*argv):
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser,
-        [
-            str(data_dir),
-            "--user-dir", "diffusion_plugin",
-            "--task", "prompted_translation", "-s", "src", "-t", "tgt",
-            "--arch", "diffusion_xlmr_tiny",
-            "--encoder-layers", "2", "--encoder-embed-dim", "32",
-            "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
-            "--dropout", "0", "--attention-dropout", "0",
-            "--max-positions", "64", "--length-classes", "16",
-            "--criterion", "masked_diffusion",
-            *extra,
-        ],
-    )
-    return convert_namespace_to_omegaconf(args)
+    return convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, [str(a) for a in argv]))
+
+
+def training_cfg(data_dir, *extra):
+    return parse_training_args(data_dir, *TINY_ARGS, "--dropout", "0", "--attention-dropout", "0", *extra)
+
+
+def save_checkpoint(cfg, path):
+    """Save an untrained model of ``cfg`` (which names an optimizer) as fairseq-train would."""
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    trainer.consolidate_optimizer()
+    trainer.save_checkpoint(str(path), {})
+    return path
 
 
 @pytest.fixture(scope="session")

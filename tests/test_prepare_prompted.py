@@ -91,6 +91,13 @@ def test_spm_model_alone_gives_the_pieces_of_the_training_data(raw, tmp_path):
     assert set(pruned.symbols) < set(full.symbols) and "<mask>" in pruned.indices
 
 
+def test_missing_spm_model_names_the_flag_and_writes_nothing(raw, tmp_path):
+    missing = tmp_path / "missing.model"
+    with pytest.raises(SystemExit, match=r"--spm-model .*missing\.model does not exist"):
+        prepare_prompted.main(argv(raw, tmp_path / "bin", "--spm-model", str(missing), "--dict", str(raw / "train.src")))
+    assert not (tmp_path / "bin").exists()
+
+
 def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):
     make_synthetic_corpus.main(["--outdir", str(tmp_path / "a"), "--train", "300", "--valid", "50", "--test", "50"])
     make_synthetic_corpus.main(["--outdir", str(tmp_path / "b"), "--train", "300", "--valid", "50", "--test", "50"])

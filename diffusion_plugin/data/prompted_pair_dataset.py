@@ -15,9 +15,13 @@ class PromptedPairDataset(BaseWrapperDataset):
     The wrapped dataset must hold ``prompt </s>`` sources and ``target </s>``
     targets (``prepend_bos=False``), so that the full sequence has
     ``len(source) + len(target)`` tokens. Sizes, batching and the ``max_positions``
-    filter all use that concatenated length. A ``training`` dataset is shuffled
-    and drops (and counts in the log) pairs longer than ``max_positions``; an
-    evaluation dataset keeps every example in every batch.
+    filter all use that concatenated length; without a reference (interactive
+    input) it counts the shortest target, one token and ``</s>``. A ``training``
+    dataset is shuffled (by ``seed`` alone) and drops (and counts in the log) pairs
+    longer than ``max_positions``; an evaluation dataset keeps every example in
+    every batch. With ``truncate`` the prompt of an over-length pair loses its
+    last tokens until the pair fits (counted in the log); pairs whose target alone
+    does not fit stay as they are.
 
     A batch holds ``net_input.src_tokens`` (B, S) = ``<s> prompt`` right-padded,
     ``target`` (B, M) = ``target </s>`` right-padded, ``tokens`` (B, L) = the full
@@ -25,13 +29,34 @@ class PromptedPairDataset(BaseWrapperDataset):
     ``</s>`` (the positions the diffusion may mask).
     """
 
-    def __init__(self, dataset: LanguagePairDataset, max_positions: int, training: bool):
+    def __init__(self, dataset: LanguagePairDataset, max_positions: int, training: bool,
+                 truncate: bool = False, seed: int = 1):
         super().__init__(dataset)
         self.max_positions = max_positions
         self.training = training
+        self.seed = seed
         self.dictionary = dataset.src_dict
-        tgt_sizes = dataset.tgt_sizes if dataset.tgt_sizes is not None else 0
-        self._sizes = (np.asarray(dataset.src_sizes) + tgt_sizes).astype(np.int64)
+        src_sizes = np.asarray(dataset.src_sizes, dtype=np.int64)
+        tgt_sizes = dataset.tgt_sizes if dataset.tgt_sizes is not None else 2
+        sizes = (src_sizes + tgt_sizes).astype(np.int64)
+        excess = (sizes - max_positions).clip(min=0)
+        cuttable = truncate & (excess <= src_sizes - 1)
+        self._cuts = np.where(cuttable, excess, 0)
+        cut = int((self._cuts > 0).sum())
+        if cut:
+            logger.warning(
+                f"cut the prompts of {cut:,} of {len(sizes):,} pairs to fit --max-positions "
+                f"{max_positions} (--truncate-source)"
+            )
+        self._sizes = sizes - self._cuts
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        cut = int(self._cuts[index])
+        if cut:
+            source = item["source"]
+            item = dict(item, source=torch.cat([source[: -1 - cut], source[-1:]]))
+        return item
 
     @property
     def sizes(self):
@@ -47,9 +72,14 @@ class PromptedPairDataset(BaseWrapperDataset):
         return self._sizes[indices]
 
     def ordered_indices(self):
-        """Indices sorted by concatenated length, shuffled within equal lengths."""
+        """Indices sorted by concatenated length, shuffled within equal lengths.
+
+        The shuffle depends on ``seed`` only: fairseq builds the batches once, with
+        numpy seeded by the seed and the epoch it starts in, and reuses them in later
+        epochs, so a run resumed in epoch 2 would otherwise batch differently.
+        """
         if self.training:
-            indices = np.random.permutation(len(self)).astype(np.int64)
+            indices = np.random.RandomState(self.seed).permutation(len(self)).astype(np.int64)
         else:
             indices = np.arange(len(self), dtype=np.int64)
         indices = indices[np.argsort(self._sizes[indices], kind="mergesort")]

@@ -231,6 +231,18 @@ class DiffusionXLMRModel(BaseFairseqModel):
         pooled = (features * keep).sum(1) / keep.sum(1)
         return self.length_head(pooled)
 
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's, refusing parameters trained with a dictionary of another size."""
+        embeddings = state_dict.get("encoder.sentence_encoder.embed_tokens.weight")
+        num_symbols = self.encoder.sentence_encoder.embed_tokens.num_embeddings
+        if embeddings is not None and embeddings.size(0) != num_symbols:
+            raise ValueError(
+                f"the checkpoint was trained with a {embeddings.size(0)}-symbol dictionary, the "
+                f"task's dictionary has {num_symbols} symbols: decode with the data directory "
+                "(dict.*.txt) the checkpoint was trained on"
+            )
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
     def upgrade_state_dict_named(self, state_dict, name):
         """A diffusion checkpoint without the separate predictor gets its initial weights
         (stage two of the length training starts from such a checkpoint); one with untied

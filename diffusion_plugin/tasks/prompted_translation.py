@@ -9,6 +9,7 @@ from fairseq.data import encoders
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
+from omegaconf import II
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
@@ -17,12 +18,13 @@ from diffusion_plugin.diffusion_generator import (
     LENGTH_BEAM_MODES,
     DiffusionGenerator,
 )
-from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL, DiffusionXLMRModel
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
 logger = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE_FILE = "prompt_template.txt"
+SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 
 
 @dataclass
@@ -30,11 +32,19 @@ class PromptedTranslationConfig(TranslationConfig):
     max_positions: int = field(
         default=512,
         metadata={
-            "help": "longest <s> prompt target </s> sequence; longer training pairs are "
-            "dropped and counted, longer valid/test pairs are an error unless "
-            "--skip-invalid-size-inputs-valid-test"
+            "help": "longest <s> prompt target </s> sequence (at most the model's); longer "
+            "training pairs are dropped and counted, longer valid/test/interactive ones are "
+            "an error unless --truncate-source or --skip-invalid-size-inputs-valid-test"
         },
     )
+    truncate_source: bool = field(
+        default=False,
+        metadata={
+            "help": "cut the end of the prompt of each pair longer than --max-positions "
+            "until it fits (counted in the log), in every split and in fairseq-interactive"
+        },
+    )
+    seed: int = II("common.seed")
     decoding_strategy: str = field(
         default="reparam-uncond-deterministic-cosine",
         metadata={"help": f"reverse process: {STRATEGY_HELP}"},
@@ -194,7 +204,11 @@ class PromptedTranslationTask(TranslationTask):
             shuffle=False,
         )
         self.datasets[split] = PromptedPairDataset(
-            pairs, self.cfg.max_positions, training=split == self.cfg.train_subset
+            pairs,
+            self.cfg.max_positions,
+            training=split == self.cfg.train_subset,
+            truncate=self.cfg.truncate_source,
+            seed=self.cfg.seed,
         )
 
     def build_model(self, cfg, from_checkpoint=False):
@@ -208,10 +222,42 @@ class PromptedTranslationTask(TranslationTask):
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         pairs = super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
-        return PromptedPairDataset(pairs, self.cfg.max_positions, training=False)
+        return PromptedPairDataset(
+            pairs, self.cfg.max_positions, training=False, truncate=self.cfg.truncate_source
+        )
 
     def max_positions(self):
         return self.cfg.max_positions
+
+    def build_model(self, cfg, from_checkpoint=False):
+        """A ``diffusion_xlmr`` model; --max-positions is lowered to its positions."""
+        model = super().build_model(cfg, from_checkpoint)
+        if not isinstance(model, DiffusionXLMRModel):
+            raise ValueError(
+                f"--task prompted_translation needs a diffusion_xlmr model, got {cfg._name} "
+                f"({type(model).__name__}): train with --arch diffusion_xlmr_* and decode "
+                "that checkpoint"
+            )
+        self.cfg.max_positions = min(self.cfg.max_positions, model.max_positions())
+        return model
+
+    def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
+        """fairseq's filter, whose error for over-length examples names the ways around it."""
+        kept, ignored = dataset.filter_indices_by_size(indices, max_positions)
+        if len(ignored) > 0:
+            if not ignore_invalid_inputs:
+                raise ValueError(
+                    f"{len(ignored):,} of {len(indices):,} examples are longer than "
+                    f"--max-positions {max_positions} as <s> prompt target </s> (the first, "
+                    f"#{ignored[0]}, has {dataset.size(ignored[0])} tokens): pass "
+                    "--truncate-source to cut their prompts or "
+                    "--skip-invalid-size-inputs-valid-test to skip them"
+                )
+            logger.warning(
+                f"skipped {len(ignored):,} examples longer than --max-positions {max_positions} "
+                "(--skip-invalid-size-inputs-valid-test)"
+            )
+        return kept
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         max_positions = min(self.cfg.max_positions, *(m.max_positions() for m in models))
@@ -221,12 +267,26 @@ class PromptedTranslationTask(TranslationTask):
 
     def build_tokenizer(self, args):
         inner = encoders.build_tokenizer(args)
-        template = self.cfg.prompt_template
+        template, origin = self.cfg.prompt_template, "--prompt-template"
         if template == "auto":
-            path = os.path.join(utils.split_paths(self.cfg.data)[0], PROMPT_TEMPLATE_FILE)
-            template = open(path, encoding="utf-8").read().strip() if os.path.exists(path) else "none"
+            origin = os.path.join(utils.split_paths(self.cfg.data)[0], PROMPT_TEMPLATE_FILE)
+            template = open(origin, encoding="utf-8").read().strip() if os.path.exists(origin) else "none"
         if template == "none":
             return inner
         if "{src}" not in template:
-            raise ValueError(f"--prompt-template {template!r} has no {{src}} placeholder")
+            raise ValueError(
+                f"{origin} {template!r} has no {{src}} placeholder; put {{src}} where the "
+                "input line goes"
+            )
         return PromptTemplateTokenizer(template, inner)
+
+    def build_bpe(self, args):
+        """fairseq's; a missing local --sentencepiece-model is named with the data's own."""
+        model = utils.safe_getattr(args, "sentencepiece_model")
+        if model is not None and "://" not in model and not os.path.exists(model):
+            data_model = os.path.join(utils.split_paths(self.cfg.data)[0], SENTENCEPIECE_MODEL)
+            raise FileNotFoundError(
+                f"--sentencepiece-model {model} not found; give the model the data was encoded "
+                f"with (scripts/prepare_prompted.py writes it to {data_model})"
+            )
+        return super().build_bpe(args)

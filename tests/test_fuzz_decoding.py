@@ -1,0 +1,179 @@
+"""Fuzzed decoding (hypothesis) on a tiny untrained model: random prompts, target
+lengths, strategies, steps K, length beams and batch compositions.
+
+Invariants: every reverse step keeps the prompt and the final ``</s>``; decoding
+takes at most K steps and fills every position; no output holds ``<mask>``,
+``<pad>``, ``<s>`` or ``</s>`` before its final ``</s>``; every output has its chosen
+length (the length head's or the reference's, clipped to the room after the
+prompt); with a deterministic strategy a sentence's outputs do not depend on the
+rest of its batch.
+
+Generated cases: 700 (all strategies) + 300 (deterministic strategies, batch
+independence) = 1,000 (``CASES``); each test checks that it ran its share.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diffusion_plugin.absorbing_diffusion import CONFIDENCES, ReverseStrategy
+from diffusion_plugin.diffusion_generator import (
+    CANDIDATE_SELECTIONS,
+    LENGTH_BEAM_MODES,
+    DiffusionGenerator,
+)
+
+CASES = {"invariants": 700, "batch_independence": 300}
+MAX_POSITIONS = 64  # the tiny model's: <s>, 61 prompt tokens, one target token, </s>
+
+
+def fuzz(cases):
+    return settings(
+        max_examples=cases,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tiny_task, tiny_cfg):
+    torch.manual_seed(0)
+    return tiny_task.build_model(tiny_cfg.model).eval()
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tiny_task):
+    """Every symbol of the dictionary but the special ones and <mask>."""
+    dictionary = tiny_task.source_dictionary
+    return [i for i in range(dictionary.nspecial, len(dictionary)) if i != dictionary.index("<mask>")]
+
+
+@st.composite
+def strategy_names(draw, deterministic):
+    kind = draw(st.sampled_from(["reparam", "mask-predict", "threshold", "ancestral"][: 3 if deterministic else 4]))
+    if kind == "reparam":
+        selection = "deterministic"
+        if not deterministic and draw(st.booleans()):
+            selection = f"stochastic{draw(st.floats(0.1, 3.0)):.2f}"
+        remask, schedule = draw(st.sampled_from(["cond", "uncond"])), draw(st.sampled_from(["cosine", "linear"]))
+        return f"reparam-{remask}-{selection}-{schedule}"
+    if kind == "mask-predict":
+        return draw(st.sampled_from(["mask-predict", "mask-predict-cosine", "mask-predict-linear"]))
+    if kind == "threshold":
+        return f"threshold{draw(st.floats(0.01, 1.0)):.2f}"
+    return "ancestral"
+
+
+@st.composite
+def decoding_options(draw, deterministic):
+    """DiffusionGenerator keywords; ``deterministic`` leaves out every random choice."""
+    strategy = draw(strategy_names(deterministic))
+    return dict(
+        strategy=strategy,
+        max_iter=draw(st.integers(1, 8)),
+        beam_size=draw(st.integers(1, 4)),
+        length_beam_mode=draw(st.sampled_from(LENGTH_BEAM_MODES)),
+        oracle_length=draw(st.booleans()),
+        confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        temperature=draw(st.floats(0.3, 2.0)),
+        sampling=not deterministic and draw(st.booleans()),
+        guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
+        force_max_iter=draw(st.booleans()),
+        candidate_selection=draw(st.sampled_from(CANDIDATE_SELECTIONS)),
+    )
+
+
+def examples(vocabulary):
+    """Batches of 1 to 5 (prompt token ids, reference length) pairs."""
+    prompt = st.integers(1, MAX_POSITIONS - 3).flatmap(
+        lambda n: st.lists(st.sampled_from(vocabulary), min_size=n, max_size=n)
+    )
+    return st.lists(st.tuples(prompt, st.integers(1, 20)), min_size=1, max_size=5)
+
+
+def collate(task, pairs):
+    """The batch the task's dataset makes of ``pairs``."""
+    dictionary = task.source_dictionary
+    samples = [
+        {"id": i, "source": torch.LongTensor(prompt + [dictionary.eos()]),
+         "target": torch.LongTensor([dictionary.index("w1")] * length + [dictionary.eos()])}
+        for i, (prompt, length) in enumerate(pairs)
+    ]
+    return task.dataset("test").collater(samples)
+
+
+class StepChecker:
+    """The model, counting reverse steps and checking that each keeps every canvas's
+    prompt and final ``</s>``."""
+
+    def __init__(self, model):
+        self.model, self.steps = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def forward_decoder(self, decoder_out, encoder_out, **kwargs):
+        decoder_out = self.model.forward_decoder(decoder_out, encoder_out, **kwargs)
+        self.steps += 1
+        tokens, prompts = decoder_out.output_tokens, encoder_out["src_tokens"]
+        in_prompt = torch.arange(prompts.size(1)) < encoder_out["prompt_lengths"].unsqueeze(1)
+        assert torch.equal(tokens[:, : prompts.size(1)][in_prompt], prompts[in_prompt])
+        ends = tokens.ne(self.model.pad).sum(1, keepdim=True) - 1
+        assert tokens.gather(1, ends).eq(self.model.eos).all()
+        return decoder_out
+
+
+def test_decoding_invariants(tiny_task, model, vocabulary):
+    dictionary = tiny_task.target_dictionary
+    special = {model.mask, dictionary.pad(), dictionary.bos(), dictionary.eos()}
+    cases = []
+
+    @fuzz(CASES["invariants"])
+    @given(options=decoding_options(deterministic=False), pairs=examples(vocabulary), seed=st.integers(0, 2**16))
+    def check(options, pairs, seed):
+        cases.append(options)
+        torch.manual_seed(seed)
+        sample = collate(tiny_task, pairs)
+        generator = DiffusionGenerator(dictionary, max_positions=MAX_POSITIONS, **options)
+        checker = StepChecker(model)
+        hypos = generator.generate([checker], sample)
+        steps = options["max_iter"]
+        assert checker.steps <= steps
+
+        encoder_out = model.forward_encoder([sample["net_input"]["src_tokens"], None])
+        chosen = generator.candidate_lengths(model, encoder_out, sample)
+        room = (MAX_POSITIONS - encoder_out["prompt_lengths"] - 1).unsqueeze(1)
+        assert (chosen >= 1).all() and (chosen <= room).all()
+        if options["oracle_length"]:
+            gold = torch.LongTensor([length for _, length in pairs]).unsqueeze(1)
+            assert torch.equal(chosen, torch.minimum(gold, room).expand_as(chosen))
+        for row, sentence in enumerate(hypos):
+            assert sorted(len(h["tokens"]) - 1 for h in sentence) == sorted(chosen[row].tolist())
+            for hypo in sentence:
+                assert hypo["tokens"][-1] == dictionary.eos()
+                assert not special & set(hypo["tokens"][:-1].tolist())
+                assert 1 <= hypo["steps"] <= steps
+                assert hypo["steps"] == steps or not options["force_max_iter"]
+
+    check()
+    assert len(cases) >= CASES["invariants"]
+    kinds = {ReverseStrategy.parse(o["strategy"]).kind for o in cases}
+    assert kinds == {"reparam", "mask-predict", "threshold", "ancestral"} and any(o["sampling"] for o in cases)
+
+
+def test_deterministic_outputs_do_not_depend_on_the_batch(tiny_task, model, vocabulary):
+    cases = []
+
+    @fuzz(CASES["batch_independence"])
+    @given(options=decoding_options(deterministic=True), pairs=examples(vocabulary))
+    def check(options, pairs):
+        cases.append(options)
+        generator = DiffusionGenerator(tiny_task.target_dictionary, max_positions=MAX_POSITIONS, **options)
+        together = generator.generate([model], collate(tiny_task, pairs))
+        for row, pair in enumerate(pairs):
+            alone = generator.generate([model], collate(tiny_task, [pair]))[0]
+            assert [h["tokens"].tolist() for h in alone] == [h["tokens"].tolist() for h in together[row]]
+
+    check()
+    assert len(cases) >= CASES["batch_independence"]
