@@ -211,15 +211,6 @@ class PromptedTranslationTask(TranslationTask):
             seed=self.cfg.seed,
         )
 
-    def build_model(self, cfg, from_checkpoint=False):
-        """The model; a new one (not one a checkpoint is about to fill) starts from
-        ``--pretrained-mlm`` when given."""
-        model = super().build_model(cfg, from_checkpoint)
-        if not from_checkpoint and getattr(cfg, "pretrained_mlm", None):
-            pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
-            load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
-        return model
-
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         pairs = super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
         return PromptedPairDataset(
@@ -230,7 +221,9 @@ class PromptedTranslationTask(TranslationTask):
         return self.cfg.max_positions
 
     def build_model(self, cfg, from_checkpoint=False):
-        """A ``diffusion_xlmr`` model; --max-positions is lowered to its positions."""
+        """A ``diffusion_xlmr`` model; --max-positions is lowered to its positions. A new
+        model (not one a checkpoint is about to fill) starts from ``--pretrained-mlm``
+        when given."""
         model = super().build_model(cfg, from_checkpoint)
         if not isinstance(model, DiffusionXLMRModel):
             raise ValueError(
@@ -239,6 +232,9 @@ class PromptedTranslationTask(TranslationTask):
                 "that checkpoint"
             )
         self.cfg.max_positions = min(self.cfg.max_positions, model.max_positions())
+        if not from_checkpoint and getattr(cfg, "pretrained_mlm", None):
+            pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
+            load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
         return model
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
