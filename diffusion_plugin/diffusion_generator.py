@@ -113,6 +113,12 @@ class DiffusionGenerator:
             offsets = utils.new_arange(best, 1, self.beam_size) - self.beam_size // 2
             lengths = (best + offsets).clamp(min=1)
         else:
+            num_classes = encoder_out["length_logits"].size(-1)
+            if self.beam_size > num_classes:
+                raise ValueError(
+                    f"--iter-decode-with-beam {self.beam_size} asks for more lengths than the "
+                    f"model's {num_classes} length classes; use at most {num_classes}"
+                )
             lengths = model.predict_lengths(encoder_out, self.beam_size)
         lengths = lengths.repeat_interleave(self.samples_per_length, dim=1)
         room = self.max_positions - encoder_out["prompt_lengths"] - 1

@@ -282,3 +282,9 @@ def test_canvases_of_other_lengths_than_the_batch_get_their_own_target_positions
     for row, (prompt_length, length) in enumerate(zip(encoder_out["prompt_lengths"].tolist(), target_lengths.tolist())):
         assert decodable[row].nonzero().view(-1).tolist() == list(range(prompt_length, prompt_length + length))
         assert canvas.output_tokens[row, prompt_length + length] == tiny_model.eos
+
+
+def test_more_length_candidates_than_length_classes_is_an_error(tiny_task, tiny_model):
+    gen = generator(tiny_task, beam_size=tiny_model.cfg.length_classes + 1)
+    with pytest.raises(ValueError, match="--iter-decode-with-beam 17 .* 16 length classes"):
+        gen.generate([tiny_model], batch(tiny_task, range(2)))
