@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import BIN, run, write_reversal_corpus
+from conftest import BIN, TASK_ARGS, run, write_reversal_corpus
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +75,22 @@ def test_generate_prints_hypotheses_history_and_bleu(trained):
     assert picture.stat().st_size > 0
 
 
-def test_checkpoint_reloads_in_interactive_with_the_prompt_template(trained):
-    data, save_dir = trained
-    result = run(
+def interactive(data, save_dir, lines):
+    """fairseq-interactive on checkpoint_last.pt (3 steps, 2 lengths) fed ``lines``."""
+    return run(
         [
-            str(BIN / "fairseq-interactive"), str(data),
-            "--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt",
+            str(BIN / "fairseq-interactive"), str(data), *TASK_ARGS,
             "--path", str(save_dir / "checkpoint_last.pt"), "--iter-decode-max-iter", "3",
             "--iter-decode-with-beam", "2", "--bpe", "sentencepiece",
             "--sentencepiece-model", str(data / "sentencepiece.bpe.model"),
         ],
-        input="w1 w2 w3\nw4 w5\n",
+        input=lines,
     )
+
+
+def test_checkpoint_reloads_in_interactive_with_the_prompt_template(trained):
+    data, save_dir = trained
+    result = interactive(data, save_dir, "w1 w2 w3\nw4 w5\n")
     sources = re.findall(r"^S-\d+\t(.*)$", result.stdout, re.M)
     assert len(sources) == 2
     joined = "".join(sources[0].split()).replace("\u2581", "")
@@ -144,16 +148,7 @@ def test_python_interface_matches_interactive(trained):
     assert best["score"] >= outputs[0][1]["score"]
     assert len(best["history"]) == best["steps"] + 1
     assert "<mask>" in best["history"][0] and "<mask>" not in best["text"]
-    result = run(
-        [
-            str(BIN / "fairseq-interactive"), str(data),
-            "--user-dir", "diffusion_plugin", "--task", "prompted_translation", "-s", "src", "-t", "tgt",
-            "--path", str(save_dir / "checkpoint_last.pt"), "--iter-decode-max-iter", "3",
-            "--iter-decode-with-beam", "2", "--bpe", "sentencepiece",
-            "--sentencepiece-model", str(data / "sentencepiece.bpe.model"),
-        ],
-        input="w1 w2 w3\nw4 w5\n",
-    )
+    result = interactive(data, save_dir, "w1 w2 w3\nw4 w5\n")
     detokenized = re.findall(r"^D-\d+\t\S+\t(.*)$", result.stdout, re.M)
     assert detokenized == [outputs[0][0]["text"], outputs[1][0]["text"]]
     with pytest.raises(FileNotFoundError, match="missing.pt"):
