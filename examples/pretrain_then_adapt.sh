@@ -13,8 +13,10 @@
 #   bash examples/pretrain_then_adapt.sh --smoke   # tiny model, 1000 train pairs, 50 test pairs:
 #                                                  # checks the pipeline in about a minute
 # Options: --data DIR, --workdir DIR (default work/pretrain_then_adapt), --layers N, --dim N,
-# --heads N, --mlm-updates N, --adapt-updates N, --max-tokens N, --lr X, --vocab-size N,
-# --iter-decode-max-iter K, --length-beam B, --seed N.
+# --heads N, --mlm-updates N, --adapt-updates N, --max-tokens N (MLM), --adapt-max-tokens N,
+# --lr X, --warmup N, --vocab-size N, --iter-decode-max-iter K, --length-beam B, --seed N,
+# --adapt-args "..." (extra fairseq-train options of both adaptation runs; default
+# "--cpu-bf16 --time-sampling single", the quickstart's CPU settings).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -22,22 +24,23 @@ data="$root/../shared/data/multi30k" train=train valid=val test=test_2016_flickr
 workdir="$root/work/pretrain_then_adapt"
 template="Translate the German sentence to English. German: {src} English:"
 smoke=0 vocab_size=8000 layers=6 dim=256 heads=4 positions=256
-mlm_updates=20000 adapt_updates=10000 max_tokens=4096 lr=5e-4 warmup=1000
+mlm_updates=20000 adapt_updates=10000 max_tokens=4096 adapt_max_tokens=1536 lr=1e-3 warmup=1000
+adapt_args="--cpu-bf16 --time-sampling single"
 iter_decode_max_iter=10 length_beam=3 seed=1
 for argument in "$@"; do
   if [ "$argument" = --smoke ]; then  # its sizes, unless options set them
     smoke=1 vocab_size=500 layers=2 dim=64 heads=2
-    mlm_updates=20 adapt_updates=20 max_tokens=2000 warmup=10 iter_decode_max_iter=3 length_beam=1
+    mlm_updates=20 adapt_updates=20 max_tokens=2000 adapt_max_tokens=1000 warmup=10 iter_decode_max_iter=3 length_beam=1
   fi
 done
-valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens lr vocab_size iter_decode_max_iter length_beam seed "
+valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed "
 while [ $# -gt 0 ]; do
   name="${1#--}"
   name="${name//-/_}"
   if [ "$1" = --smoke ]; then
     shift
   elif [ "$1" = -h ] || [ "$1" = --help ]; then
-    sed -n '2,17p' "$0"
+    sed -n '2,19p' "$0"
     exit 0
   elif [[ "$1" == --* && "$valued" == *" $name "* && $# -ge 2 ]]; then
     printf -v "$name" '%s' "$2"
@@ -94,13 +97,13 @@ shape=(--encoder-layers "$layers" --encoder-embed-dim "$dim" --encoder-ffn-embed
        --encoder-attention-heads "$heads" --max-positions "$positions")
 optimization=(--optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr "$lr"
               --lr-scheduler inverse_sqrt --warmup-updates "$warmup" --dropout 0.1
-              --max-tokens "$max_tokens" --seed "$seed" --no-epoch-checkpoints
+              --seed "$seed" --no-epoch-checkpoints
               --log-format simple --log-interval 100)
 
 echo "== MLM pretraining: fairseq masked_lm, roberta $layers x $dim, $mlm_updates updates"
 fairseq-train "$workdir/data-bin/mono" --task masked_lm --criterion masked_lm --arch roberta \
   "${shape[@]}" --tokens-per-sample "$positions" --sample-break-mode complete \
-  "${optimization[@]}" --max-update "$mlm_updates" --skip-invalid-size-inputs-valid-test \
+  "${optimization[@]}" --max-tokens "$max_tokens" --max-update "$mlm_updates" --skip-invalid-size-inputs-valid-test \
   --save-dir "$workdir/checkpoints/mlm" > "$workdir/mlm.log" 2>&1 \
   || { tail -n 30 "$workdir/mlm.log"; exit 1; }
 grep -E "valid on" "$workdir/mlm.log" | tail -n 1 || true
@@ -110,8 +113,9 @@ adapt() {  # adapt NAME [options]: diffusion training on de->en for $adapt_updat
   shift
   fairseq-train "$workdir/data-bin/de-en" --user-dir diffusion_plugin \
     --task prompted_translation -s de -t en --arch diffusion_xlmr_tiny "${shape[@]}" \
-    --criterion masked_diffusion "${optimization[@]}" --max-update "$adapt_updates" \
-    --disable-validation --save-dir "$workdir/checkpoints/$name" "$@" \
+    --criterion masked_diffusion "${optimization[@]}" --max-tokens "$adapt_max_tokens" \
+    --max-update "$adapt_updates" --disable-validation --save-dir "$workdir/checkpoints/$name" \
+    $adapt_args "$@" \
     > "$workdir/$name.log" 2>&1 || { tail -n 30 "$workdir/$name.log"; exit 1; }
 }
 echo "== adaptation from the masked LM ($adapt_updates updates)"
@@ -136,6 +140,6 @@ scratch_bleu="$(evaluate scratch)"
 echo
 echo "| Multi30k $test de→en, $layers layers × $dim$([ "$smoke" = 1 ] && echo ", --smoke: 1000 train / 50 test pairs") | MLM pretraining | adaptation | sacreBLEU |"
 echo "|---|---|---|---|"
-echo "| masked LM, then adapted | $mlm_updates updates | $adapt_updates updates × $max_tokens tokens | $pretrained_bleu |"
-echo "| from scratch | — | $adapt_updates updates × $max_tokens tokens | $scratch_bleu |"
+echo "| masked LM, then adapted | $mlm_updates updates × $max_tokens tokens | $adapt_updates updates × $adapt_max_tokens tokens | $pretrained_bleu |"
+echo "| from scratch | — | $adapt_updates updates × $adapt_max_tokens tokens | $scratch_bleu |"
 echo "== done in $((SECONDS - started)) s; logs in $workdir"
