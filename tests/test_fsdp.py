@@ -2,13 +2,14 @@
 the model trains inside fairseq's FSDP wrapping (the latter needs CUDA)."""
 
 import copy
+import sys
 
 import pytest
 import torch
 from fairseq import tasks, utils
 from fairseq.distributed import fsdp_enable_wrap, fsdp_wrap
 
-from conftest import training_cfg
+from conftest import SCRIPTS, run, training_cfg
 from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterion
 
 
@@ -64,3 +65,10 @@ def test_training_step_inside_fsdp_wrapping(tiny_data):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the script would train")
+def test_gpu_check_refuses_to_run_without_cuda(tmp_path):
+    result = run([sys.executable, SCRIPTS / "gpu_check.py", "--workdir", tmp_path], ok=False)
+    assert "needs a CUDA GPU" in result.stderr
+    assert not any(tmp_path.iterdir())
