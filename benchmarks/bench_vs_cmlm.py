@@ -437,7 +437,7 @@ def decode(args, model, paths, commands, precision=None):
         fairseq_cli("fairseq-generate"), str(data_dir(model, paths)),
         "--user-dir", str(USER_DIR),
     ]
-    if model == "plugin":
+    if model in PLUGIN_MODELS:
         cmd += ["--task", "prompted_translation"]
     else:
         cmd += ["--task", "translation_lev", "--iter-decode-eos-penalty", "0"]
