@@ -11,6 +11,11 @@ budget, measured by a short calibration run. The script trains both models,
 decodes test_2016_flickr with fairseq-generate, scores the detokenized output
 with sacreBLEU and prints one markdown table; the table and a JSON file with
 every number and command go to --workdir.
+
+``--models plugin,plugin_fp32`` compares the plugin trained with ``--cpu-bf16``
+(bf16 autocast) and in fp32 under the same budget: each is decoded in bf16 and in
+fp32 (``--decode-precisions``, fairseq-generate ``--model-overrides``), and the
+table gives training target tokens/s, decoding sentences/s and BLEU of each.
 """
 
 import argparse
@@ -34,16 +39,20 @@ SRC, TGT = "de", "en"
 RAW_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 MODELS = {
     "plugin": "diffusion_xlmr_tiny (plugin)",
+    "plugin_fp32": "diffusion_xlmr_tiny fp32 (plugin)",
     "cmlm": "cmlm_transformer (fairseq)",
 }
+PLUGIN_MODELS = ("plugin", "plugin_fp32")
 DEFAULT_TEMPLATE = "{src} English:"
 DEFAULTS = {
     "plugin": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--cpu-bf16 --time-sampling single"},
+    "plugin_fp32": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--time-sampling single"},
     "cmlm": {"lr": 5e-4, "max_tokens": 4096, "train_args": ""},
 }
 TRANSLATED_RE = re.compile(r"Translated [\d,]+ sentences .*?\(([\d.]+) sentences/s")
 NUM_UPDATES_RE = re.compile(r"num_updates[= ](\d+)")
 INNER_RE = re.compile(r"num_updates=(\d+),.* wall=(\d+)")
+EPOCH_WPS_RE = re.compile(r"\| train \|.* wps[= ]([\d.]+)")
 
 
 def get_parser():
@@ -65,17 +74,27 @@ def get_parser():
                       help="train both models at the same time (default)")
     mode.add_argument("--sequential", dest="parallel", action="store_false",
                       help="train the models one after the other")
+    parser.add_argument("--models", type=models_list, default=["plugin", "cmlm"],
+                        help=f"comma-separated models to train and decode, of {', '.join(MODELS)} "
+                             "(plugin: --cpu-bf16; plugin_fp32: the same in fp32)")
+    parser.add_argument("--decode-precisions", type=precisions_list, default=["bf16", "fp32"],
+                        help="precisions each plugin model is decoded in (bf16: --cpu-bf16 "
+                             "autocast), one table row each")
     for model in MODELS:
-        parser.add_argument(f"--{model}-lr", type=float, default=DEFAULTS[model]["lr"],
+        flag = model.replace("_", "-")
+        parser.add_argument(f"--{flag}-lr", dest=f"{model}_lr", type=float,
+                            default=DEFAULTS[model]["lr"],
                             help=f"peak learning rate of {model} (inverse_sqrt schedule)")
-        parser.add_argument(f"--{model}-max-tokens", type=int,
+        parser.add_argument(f"--{flag}-max-tokens", dest=f"{model}_max_tokens", type=int,
                             default=DEFAULTS[model]["max_tokens"],
                             help=f"tokens per batch of {model} (plugin: prompt + target; "
                                  "CMLM: max(src, tgt))")
-        parser.add_argument(f"--{model}-train-args", default=DEFAULTS[model]["train_args"],
+        parser.add_argument(f"--{flag}-train-args", dest=f"{model}_train_args",
+                            default=DEFAULTS[model]["train_args"],
                             help=f"extra fairseq-train arguments of {model}, given last so "
                                  "they override the shared settings")
-        parser.add_argument(f"--{model}-warmup-updates", type=int, default=None,
+        parser.add_argument(f"--{flag}-warmup-updates", dest=f"{model}_warmup_updates",
+                            type=int, default=None,
                             help=f"warm-up updates of {model} (default: --warmup-fraction "
                                  "of its calibrated expected updates)")
     parser.add_argument("--warmup-fraction", type=float, default=0.1,
@@ -101,6 +120,25 @@ def get_parser():
     parser.add_argument("--test-lines", type=int, default=None,
                         help="for smoke tests: decode and score the first N test pairs only")
     return parser
+
+
+def models_list(text):
+    """--models: known model names, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODELS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give distinct models of {', '.join(MODELS)}, comma-separated"
+        )
+    return names
+
+
+def precisions_list(text):
+    """--decode-precisions: bf16 and/or fp32."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in ("bf16", "fp32") for name in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give bf16, fp32 or bf16,fp32")
+    return names
 
 
 def log(message):
@@ -152,7 +190,7 @@ def run_logged(cmd, log_path, threads, what):
 
 
 def data_dir(model, paths):
-    return paths["plugin_bin"] if model == "plugin" else paths["cmlm_bin"]
+    return paths["plugin_bin"] if model in PLUGIN_MODELS else paths["cmlm_bin"]
 
 
 # ------------------------------------------------------------------- data
@@ -229,7 +267,7 @@ def train_command(args, model, paths, warmup, calibration=False):
     --required-batch-size-multiple 1 (here and in decoding) keeps fairseq 0.12 from
     dropping a last batch whose size is not a multiple of 8 (fairseq issue #5036).
     """
-    if model == "plugin":
+    if model in PLUGIN_MODELS:
         cmd = [
             fairseq_cli("fairseq-train"), str(data_dir(model, paths)),
             "--user-dir", str(USER_DIR),
@@ -345,8 +383,8 @@ def updates_per_second(log_path):
 
 def calibrate(args, paths, calibration):
     """Warm-up updates of each model: given, or a fraction of its expected updates."""
-    warmup = {model: getattr(args, f"{model}_warmup_updates") for model in MODELS}
-    todo = [model for model in MODELS if warmup[model] is None]
+    warmup = {model: getattr(args, f"{model}_warmup_updates") for model in args.models}
+    todo = [model for model in args.models if warmup[model] is None]
     if not todo:
         return warmup
     jobs = {}
@@ -370,7 +408,7 @@ def calibrate(args, paths, calibration):
 def train(args, paths, commands, calibration):
     warmup = calibrate(args, paths, calibration)
     jobs = {}
-    for model in MODELS:
+    for model in args.models:
         shutil.rmtree(paths[model] / "checkpoints", ignore_errors=True)
         cmd = train_command(args, model, paths, warmup[model])
         commands[f"train_{model}"] = command_string(cmd, args.threads_per_model)
@@ -379,8 +417,17 @@ def train(args, paths, commands, calibration):
 
 
 # --------------------------------------------------------------- decoding
-def decode(args, model, paths, commands):
-    """fairseq-generate on the test set: (detokenized hypotheses by id, sentences/s)."""
+def training_tokens_per_second(log_path):
+    """Mean over the epochs of fairseq's end-of-epoch wps (target tokens per second)."""
+    rates = [float(rate) for rate in EPOCH_WPS_RE.findall(Path(log_path).read_text())]
+    return sum(rates) / len(rates) if rates else None
+
+
+def decode(args, model, paths, commands, precision=None):
+    """fairseq-generate on the test set: (detokenized hypotheses by id, sentences/s).
+
+    A plugin model is decoded with --cpu-bf16 set to ``precision == "bf16"``.
+    """
     checkpoint = paths[model] / "checkpoints" / "checkpoint_last.pt"
     if not checkpoint.exists():
         raise SystemExit(f"{checkpoint} not found; train first (without --skip-train)")
@@ -390,7 +437,7 @@ def decode(args, model, paths, commands):
         fairseq_cli("fairseq-generate"), str(data_dir(model, paths)),
         "--user-dir", str(USER_DIR),
     ]
-    if model == "plugin":
+    if model in PLUGIN_MODELS:
         cmd += ["--task", "prompted_translation"]
     else:
         cmd += ["--task", "translation_lev", "--iter-decode-eos-penalty", "0"]
@@ -403,8 +450,12 @@ def decode(args, model, paths, commands):
         "--post-process", "sentencepiece", "--cpu", "--num-workers", "0",
         "--required-batch-size-multiple", "1",
     ]
-    commands[f"generate_{model}"] = command_string(cmd, args.threads_per_model)
-    output = paths[model] / "generate-test.txt"
+    run_name = model
+    if precision is not None:
+        cmd += ["--model-overrides", str({"cpu_bf16": precision == "bf16"})]
+        run_name = f"{model}_{precision}"
+    commands[f"generate_{run_name}"] = command_string(cmd, args.threads_per_model)
+    output = paths[model] / f"generate-test{'' if precision is None else '.' + precision}.txt"
     log(f"decoding test with {model} on {args.threads_per_model} thread(s), output {output}")
     run_logged(cmd, output, args.threads_per_model, f"fairseq-generate ({model})")
 
@@ -417,7 +468,7 @@ def decode(args, model, paths, commands):
         if match:
             speed = float(match.group(1))
     ordered = [hypotheses[i] for i in sorted(hypotheses)]
-    with open(paths[model] / "hypotheses.detok.en", "w", encoding="utf-8") as f:
+    with open(output.with_suffix(".detok.en"), "w", encoding="utf-8") as f:
         f.writelines(h + "\n" for h in ordered)
     return ordered, speed
 
@@ -446,15 +497,20 @@ def checkpoint_stats(model, paths):
 
 def results_table(results):
     rows = [
-        "| model | parameters | updates | valid loss | BLEU | sentences/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | decoded in | parameters | updates | train tokens/s | valid loss | BLEU "
+        "| sentences/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, r in results.items():
-        loss = "n/a" if r["valid_loss"] is None else f"{r['valid_loss']:.3f}"
-        speed = "n/a" if r["sentences_per_second"] is None else f"{r['sentences_per_second']:.2f}"
+
+    def number(value, digits):
+        return "n/a" if value is None else f"{value:,.{digits}f}"
+
+    for r in results.values():
         rows.append(
-            f"| {MODELS[model]} | {r['parameters'] / 1e6:.2f}M | {r['updates']:,} | {loss} "
-            f"| {r['bleu']:.2f} | {speed} |"
+            f"| {MODELS[r['model']]} | {r['decoded_in']} | {r['parameters'] / 1e6:.2f}M "
+            f"| {r['updates']:,} | {number(r['train_tokens_per_second'], 0)} "
+            f"| {number(r['valid_loss'], 3)} | {r['bleu']:.2f} "
+            f"| {number(r['sentences_per_second'], 2)} |"
         )
     return "\n".join(rows)
 
@@ -473,7 +529,7 @@ def main(args):
         "cmlm_bin": workdir / "data" / "cmlm-bin",
         **{model: workdir / model for model in MODELS},
     }
-    for model in MODELS:
+    for model in args.models:
         paths[model].mkdir(parents=True, exist_ok=True)
     record_path = workdir / "training.json"
     if args.skip_train:
@@ -494,19 +550,26 @@ def main(args):
     references = references[: trained["test_lines"]]
     bleu = sacrebleu.metrics.BLEU()
     results = {}
-    for model in MODELS:
-        hypotheses, speed = decode(args, model, paths, commands)
-        if len(hypotheses) != len(references):
-            raise SystemExit(
-                f"{model}: {len(hypotheses)} hypotheses for {len(references)} references"
-            )
-        score = bleu.corpus_score(hypotheses, [references])
-        results[model] = {
-            **checkpoint_stats(model, paths),
-            "bleu": score.score,
-            "bleu_string": str(score),
-            "sentences_per_second": speed,
-        }
+    # a record written before --models existed trained the plugin and CMLM
+    for model in trained.get("models", ["plugin", "cmlm"]):
+        stats = checkpoint_stats(model, paths)
+        stats["train_tokens_per_second"] = training_tokens_per_second(paths[model] / "train.log")
+        precisions = args.decode_precisions if model in PLUGIN_MODELS else [None]
+        for precision in precisions:
+            hypotheses, speed = decode(args, model, paths, commands, precision)
+            if len(hypotheses) != len(references):
+                raise SystemExit(
+                    f"{model}: {len(hypotheses)} hypotheses for {len(references)} references"
+                )
+            score = bleu.corpus_score(hypotheses, [references])
+            results[model if precision is None else f"{model}_{precision}"] = {
+                "model": model,
+                "decoded_in": precision or "fp32",
+                **stats,
+                "bleu": score.score,
+                "bleu_string": str(score),
+                "sentences_per_second": speed,
+            }
     signature = str(bleu.get_signature())
 
     report = (

@@ -43,3 +43,21 @@ def test_bf16_decoding_is_finite_and_mostly_agrees_with_fp32(tiny_task, tiny_mod
             total += len(a[0]["tokens"])
     # stated tolerance: at least 80% of the tokens of equal-length outputs agree
     assert total > 0 and agree / total > 0.8
+
+
+def test_bf16_logits_are_close_to_fp32_and_cuda_bf16_leaves_cpu_in_fp32(tiny_task, tiny_model):
+    dataset = tiny_task.dataset("test")
+    tokens = dataset.collater([dataset[i] for i in range(8)])["net_input"]["src_tokens"]
+    positions = tokens.ne(tiny_model.pad)
+    with torch.no_grad():
+        fp32 = tiny_model.output_layer(tiny_model.extract_features(tokens), positions)
+        cuda_only = copy.deepcopy(tiny_model)
+        cuda_only.cfg.cuda_bf16 = True
+        assert torch.equal(cuda_only.output_layer(cuda_only.extract_features(tokens), positions), fp32)
+        bf16_model = copy.deepcopy(tiny_model)
+        bf16_model.cfg.cpu_bf16 = True
+        bf16 = bf16_model.output_layer(bf16_model.extract_features(tokens), positions)
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    # stated tolerance: log-probabilities within 0.1 nats of fp32's at every position
+    difference = (bf16.log_softmax(-1) - fp32.log_softmax(-1)).abs().max()
+    assert difference < 0.1

@@ -121,6 +121,14 @@ class DiffusionXLMRConfig(FairseqDataclass):
             "and loss); fairseq's own --bf16 needs a GPU"
         },
     )
+    cuda_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "on CUDA, run the transformer under bf16 autocast (fp32 weights, optimizer "
+            "and loss): bf16 with --ddp-backend fully_sharded, which fairseq refuses to "
+            "combine with --bf16 (docs/SCALE.md)"
+        },
+    )
 
 
 @register_model("diffusion_xlmr", dataclass=DiffusionXLMRConfig)
@@ -187,17 +195,22 @@ class DiffusionXLMRModel(BaseFairseqModel):
         """Whether the LM head projects with the input embedding matrix itself."""
         return self.encoder.lm_head.weight is self.encoder.sentence_encoder.embed_tokens.weight
 
+    def bf16_autocast(self, device):
+        """bf16 autocast on ``device`` where --cpu-bf16 (CPU) or --cuda-bf16 (CUDA) asks for it."""
+        enabled = (device.type == "cpu" and self.cfg.cpu_bf16) or (
+            device.type == "cuda" and safe_getattr(self.cfg, "cuda_bf16", False)
+        )
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def extract_features(self, tokens):
-        """Final-layer features (B, L, H) of tokens (B, L); bf16 autocast with --cpu-bf16."""
-        use_bf16 = self.cfg.cpu_bf16 and tokens.device.type == "cpu"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        """Final-layer features (B, L, H) of tokens (B, L), under :meth:`bf16_autocast`."""
+        with self.bf16_autocast(tokens.device):
             features, _ = self.encoder.extract_features(tokens)
         return features
 
     def output_layer(self, features, positions):
         """LM-head logits (positions.sum(), V) in fp32 at the True entries of positions (B, L)."""
-        use_bf16 = self.cfg.cpu_bf16 and features.device.type == "cpu"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with self.bf16_autocast(features.device):
             logits = self.encoder.lm_head(features, masked_tokens=positions)
         return logits.float()
 
