@@ -34,22 +34,8 @@ for argument in "$@"; do
   fi
 done
 valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed "
-while [ $# -gt 0 ]; do
-  name="${1#--}"
-  name="${name//-/_}"
-  if [ "$1" = --smoke ]; then
-    shift
-  elif [ "$1" = -h ] || [ "$1" = --help ]; then
-    sed -n '2,19p' "$0"
-    exit 0
-  elif [[ "$1" == --* && "$valued" == *" $name "* && $# -ge 2 ]]; then
-    printf -v "$name" '%s' "$2"
-    shift 2
-  else
-    echo "pretrain_then_adapt.sh: unknown option $1 (see --help)" >&2
-    exit 2
-  fi
-done
+source "$root/examples/options.sh"
+parse_options pretrain_then_adapt.sh 2,19 "$@"
 
 bash "$root/scripts/setup_env.sh"
 venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"

@@ -11,6 +11,7 @@ output is assembled in a temporary directory that replaces --destdir at the end.
 """
 
 import argparse
+import contextlib
 import io
 import os
 import shutil
@@ -46,6 +47,20 @@ def get_parser():
         action="store_true",
         help="replace --destdir if it exists and is not empty",
     )
+    add_spm_arguments(parser)
+    parser.add_argument(
+        "--lowercase",
+        action="store_true",
+        help="lowercase the corpus (not the template) before encoding",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="number of parallel workers"
+    )
+    return parser
+
+
+def add_spm_arguments(parser):
+    """--spm-model, --dict and the options of training a new sentencepiece model."""
     parser.add_argument(
         "--spm-model",
         help="existing sentencepiece model (e.g. XLM-R's); without --dict the dictionary "
@@ -81,15 +96,6 @@ def get_parser():
         default=1000000,
         help="maximum number of (shuffled) sentences used to train sentencepiece",
     )
-    parser.add_argument(
-        "--lowercase",
-        action="store_true",
-        help="lowercase the corpus (not the template) before encoding",
-    )
-    parser.add_argument(
-        "--workers", type=int, default=1, help="number of parallel workers"
-    )
-    return parser
 
 
 def _fail(message):
@@ -121,6 +127,18 @@ def read_lines(path, lowercase=False):
     return lines
 
 
+def check_destdir(args, fail=_fail):
+    """--destdir must be absent, empty, or replaced with --force (else ``fail``)."""
+    if os.path.exists(args.destdir):
+        if not os.path.isdir(args.destdir):
+            fail("--destdir {} exists and is not a directory".format(args.destdir))
+        if os.listdir(args.destdir) and not args.force:
+            fail(
+                "--destdir {} is not empty; choose another directory or pass "
+                "--force to replace it".format(args.destdir)
+            )
+
+
 def check_args(args):
     """Validate the arguments and read the corpus; writes nothing."""
     if "{src}" not in args.template:
@@ -142,14 +160,7 @@ def check_args(args):
             )
     if args.workers < 1 or args.vocab_size < 1:
         _fail("--workers and --vocab-size must be positive")
-    if os.path.exists(args.destdir):
-        if not os.path.isdir(args.destdir):
-            _fail("--destdir {} exists and is not a directory".format(args.destdir))
-        if os.listdir(args.destdir) and not args.force:
-            _fail(
-                "--destdir {} is not empty; choose another directory or pass "
-                "--force to replace it".format(args.destdir)
-            )
+    check_destdir(args)
 
     corpus = {}
     for split, pref in zip(SPLITS, [args.trainpref, args.validpref, args.testpref]):
@@ -168,14 +179,10 @@ def check_args(args):
     return corpus
 
 
-def train_spm(corpus, args, model_path):
-    """Train a sentencepiece model on the raw train text and the template."""
+def train_spm(sentences, args, model_path):
+    """Train a sentencepiece model on ``sentences`` (the spm options of ``args``)."""
     import sentencepiece as spm
 
-    _, src, tgt = corpus["train"]
-    template_text = " ".join(args.template.replace("{src}", " ").split())
-    # the template occurs once per example in the prompted data
-    sentences = src + tgt + [template_text] * len(src)
     model = io.BytesIO()
     spm.set_random_generator_seed(SPM_SEED)
     try:
@@ -234,7 +241,13 @@ def build_dictionary(corpus, args, textdir):
     --dict, or else the pieces of the training data."""
     from fairseq.data import Dictionary
 
-    spm_model = args.spm_model or train_spm(corpus, args, os.path.join(textdir, "spm.model"))
+    spm_model = args.spm_model
+    if spm_model is None:
+        _, src, tgt = corpus["train"]
+        template_text = " ".join(args.template.replace("{src}", " ").split())
+        # the template occurs once per example in the prompted data
+        sentences = src + tgt + [template_text] * len(src)
+        spm_model = train_spm(sentences, args, os.path.join(textdir, "spm.model"))
     train_pieces = encode(corpus, args, spm_model, textdir)
     if args.dict is None:
         dictionary = Dictionary()
@@ -278,6 +291,29 @@ def binarize(args, textdir, dict_path, outdir, splits):
                 handler.close()
 
 
+@contextlib.contextmanager
+def staging_directory(destdir):
+    """Yields (textdir, outdir) in a temporary directory beside ``destdir``; on success
+    outdir replaces ``destdir``, and the temporary directory is always removed."""
+    parent = os.path.dirname(destdir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix="." + os.path.basename(destdir) + ".", dir=parent)
+    try:
+        textdir = os.path.join(staging, "text")
+        outdir = os.path.join(staging, "out")
+        os.makedirs(textdir)
+        os.makedirs(outdir)
+        yield textdir, outdir
+        preprocess_log = os.path.join(outdir, "preprocess.log")
+        if os.path.exists(preprocess_log):
+            os.remove(preprocess_log)
+        if os.path.exists(destdir):
+            os.rename(destdir, os.path.join(staging, "old"))
+        os.rename(outdir, destdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def prepare(args):
     """Validate inputs, then write the binarized data to args.destdir.
 
@@ -286,34 +322,17 @@ def prepare(args):
     corpus = check_args(args)
 
     destdir = os.path.abspath(args.destdir)
-    parent = os.path.dirname(destdir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(
-        prefix="." + os.path.basename(destdir) + ".", dir=parent
-    )
-    try:
-        textdir = os.path.join(staging, "text")
-        outdir = os.path.join(staging, "out")
-        os.makedirs(textdir)
-        os.makedirs(outdir)
-
+    with staging_directory(destdir) as (textdir, outdir):
         spm_model, dictionary = build_dictionary(corpus, args, textdir)
         dict_path = os.path.join(textdir, "dict.txt")
         dictionary.save(dict_path)
         binarize(args, textdir, dict_path, outdir, list(corpus))
-        os.remove(os.path.join(outdir, "preprocess.log"))
 
         shutil.copyfile(spm_model, os.path.join(outdir, "sentencepiece.bpe.model"))
         with open(
             os.path.join(outdir, "prompt_template.txt"), "w", encoding="utf-8"
         ) as f:
             f.write(args.template + "\n")
-
-        if os.path.exists(destdir):
-            os.rename(destdir, os.path.join(staging, "old"))
-        os.rename(outdir, destdir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
     summary = {
         "pairs": {split: len(corpus[split][1]) for split in corpus},

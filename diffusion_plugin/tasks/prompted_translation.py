@@ -1,10 +1,12 @@
 """Prompted translation: fairseq-binarized prompt/target pairs decoded by diffusion."""
 
+import json
 import logging
 import os
+from argparse import Namespace
 from dataclasses import dataclass, field
 
-from fairseq import utils
+from fairseq import metrics, utils
 from fairseq.data import encoders
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
@@ -18,6 +20,7 @@ from diffusion_plugin.diffusion_generator import (
     LENGTH_BEAM_MODES,
     DiffusionGenerator,
 )
+from diffusion_plugin.metrics import ROUGE_TYPES, rouge_sums
 from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL, DiffusionXLMRModel
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
@@ -85,6 +88,15 @@ class PromptedTranslationConfig(TranslationConfig):
         metadata={
             "help": "pick among length candidates by mean token log-prob, or by minimum "
             "Bayes risk with sentence sacreBLEU or chrF between candidates"
+        },
+    )
+    eval_rouge: bool = field(
+        default=False,
+        metadata={
+            "help": "decode the validation set (with --eval-bleu-args, --eval-bleu-remove-bpe "
+            "and --eval-bleu-detok) and log ROUGE-1/2/L F1 (rouge-score) as rouge1, rouge2, "
+            "rougeL; select checkpoints with --best-checkpoint-metric rougeL "
+            "--maximize-best-checkpoint-metric"
         },
     )
     prompt_template: str = field(
@@ -235,7 +247,47 @@ class PromptedTranslationTask(TranslationTask):
         if not from_checkpoint and getattr(cfg, "pretrained_mlm", None):
             pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
             load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
+        if self.cfg.eval_rouge and not self.cfg.eval_bleu:  # fairseq builds these for BLEU only
+            self.tokenizer = encoders.build_tokenizer(
+                Namespace(tokenizer=self.cfg.eval_bleu_detok, **json.loads(self.cfg.eval_bleu_detok_args))
+            )
+            self.sequence_generator = self.build_generator([model], Namespace(**json.loads(self.cfg.eval_bleu_args)))
         return model
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.cfg.eval_rouge:
+            hyps, refs = self._decode_validation(sample, model)
+            for key, total in rouge_sums(hyps, refs).items():
+                logging_output[f"_rouge_{key}_sum"] = total
+            logging_output["_rouge_count"] = len(hyps)
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not self.cfg.eval_rouge:
+            return
+        count = sum(log.get("_rouge_count", 0) for log in logging_outputs)
+        if count == 0:
+            return
+        metrics.log_scalar("_rouge_count", count)
+        for key in ROUGE_TYPES:
+            metrics.log_scalar(f"_rouge_{key}_sum", sum(log.get(f"_rouge_{key}_sum", 0) for log in logging_outputs))
+            metrics.log_derived(
+                key, lambda meters, key=key: round(100 * meters[f"_rouge_{key}_sum"].sum / meters["_rouge_count"].sum, 2)
+            )
+
+    def _decode_validation(self, sample, model):
+        """Best hypotheses and references of a validation batch as detokenized text."""
+
+        def decode(tokens):
+            text = self.tgt_dict.string(tokens.int().cpu(), self.cfg.eval_bleu_remove_bpe)
+            return self.tokenizer.decode(text) if self.tokenizer else text
+
+        hypos = self.inference_step(self.sequence_generator, [model], sample, prefix_tokens=None)
+        hyps = [decode(h[0]["tokens"]) for h in hypos]
+        refs = [decode(utils.strip_pad(t, self.tgt_dict.pad())) for t in sample["target"]]
+        return hyps, refs
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         """fairseq's filter, whose error for over-length examples names the ways around it."""
