@@ -260,6 +260,47 @@ def prepare_data(args, raw, paths, commands):
 
 
 # --------------------------------------------------------------- training
+MODEL_ARGS = {
+    "plugin": [
+        "--user-dir", str(USER_DIR),
+        "--task", "prompted_translation",
+        "--arch", "diffusion_xlmr_tiny",
+        "--criterion", "masked_diffusion",
+        "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
+    ],
+    "cmlm": [
+        "--task", "translation_lev", "--noise", "random_mask",
+        "--arch", "cmlm_transformer",
+        "--criterion", "nat_loss",
+        "--encoder-layers", "3", "--decoder-layers", "3",
+        "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+        "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
+        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+        "--share-all-embeddings", "--apply-bert-init",
+        "--encoder-learned-pos", "--decoder-learned-pos",
+        "--max-source-positions", "256", "--max-target-positions", "256",
+        "--pred-length-offset", "--length-loss-factor", "0.1",
+    ],
+}
+MODEL_ARGS["plugin_fp32"] = MODEL_ARGS["plugin"]
+
+
+def optimization_args(lr, max_tokens, warmup, minutes):
+    """The fairseq-train settings every model of the benchmarks shares."""
+    return [
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+        "--clip-norm", "1.0", "--weight-decay", "0.01",
+        "--lr", str(lr), "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07",
+        "--dropout", "0.1", "--label-smoothing", "0.1",
+        "--max-tokens", str(max_tokens),
+        "--stop-time-hours", f"{minutes / 60:.6g}",
+        "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple",
+        "--required-batch-size-multiple", "1",
+    ]
+
+
 def train_command(args, model, paths, warmup, calibration=False):
     """fairseq-train arguments: shared optimization settings plus each model's own.
 
@@ -267,43 +308,11 @@ def train_command(args, model, paths, warmup, calibration=False):
     --required-batch-size-multiple 1 (here and in decoding) keeps fairseq 0.12 from
     dropping a last batch whose size is not a multiple of 8 (fairseq issue #5036).
     """
-    if model in PLUGIN_MODELS:
-        cmd = [
-            fairseq_cli("fairseq-train"), str(data_dir(model, paths)),
-            "--user-dir", str(USER_DIR),
-            "--task", "prompted_translation",
-            "--arch", "diffusion_xlmr_tiny",
-            "--criterion", "masked_diffusion",
-            "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
-        ]
-    else:
-        cmd = [
-            fairseq_cli("fairseq-train"), str(data_dir(model, paths)),
-            "--task", "translation_lev", "--noise", "random_mask",
-            "--arch", "cmlm_transformer",
-            "--criterion", "nat_loss",
-            "--encoder-layers", "3", "--decoder-layers", "3",
-            "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-            "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
-            "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-            "--share-all-embeddings", "--apply-bert-init",
-            "--encoder-learned-pos", "--decoder-learned-pos",
-            "--max-source-positions", "256", "--max-target-positions", "256",
-            "--pred-length-offset", "--length-loss-factor", "0.1",
-        ]
     minutes = args.calibration_minutes if calibration else args.budget_minutes
-    cmd += [
-        "--source-lang", SRC, "--target-lang", TGT,
-        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-        "--clip-norm", "1.0", "--weight-decay", "0.01",
-        "--lr", str(getattr(args, f"{model}_lr")), "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07",
-        "--dropout", "0.1", "--label-smoothing", "0.1",
-        "--max-tokens", str(getattr(args, f"{model}_max_tokens")),
-        "--stop-time-hours", f"{minutes / 60:.6g}",
-        "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple",
-        "--required-batch-size-multiple", "1",
-    ]
+    cmd = [fairseq_cli("fairseq-train"), str(data_dir(model, paths)), *MODEL_ARGS[model]]
+    cmd += optimization_args(
+        getattr(args, f"{model}_lr"), getattr(args, f"{model}_max_tokens"), warmup, minutes
+    )
     cmd += shlex.split(getattr(args, f"{model}_train_args"))
     if calibration:
         cmd += ["--save-dir", str(paths[model] / "calibration"), "--no-save",

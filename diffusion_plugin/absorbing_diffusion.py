@@ -58,6 +58,11 @@ class ReverseStrategy:
     schedule: str = "cosine"
     threshold: float = 1.0
 
+    @property
+    def revises_committed(self) -> bool:
+        """Whether a step may re-mask or rank committed tokens by their new proposals."""
+        return self.kind == "reparam"
+
     @classmethod
     def parse(cls, name: str) -> "ReverseStrategy":
         match = REPARAM_PATTERN.match(name)

@@ -8,6 +8,7 @@ import torch
 from fairseq import utils
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, ReverseStrategy
+from diffusion_plugin.models.diffusion_xlmr import LM_HEAD_POSITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ class DiffusionGenerator:
     batch as soon as nothing in it is masked: no strategy changes a canvas after
     that, so stopping early changes no output (``force_max_iter`` runs every step
     anyway). Candidates are ordered by mean token log-prob or by minimum Bayes risk.
+
+    Speed options that change no output: ``lm_head_positions`` (see
+    ``DiffusionXLMRModel.forward_decoder``), ``keep_finished`` (finished canvases stay
+    in the batch until the last one finishes) and ``separate_length_candidates`` (one
+    batch per candidate slot instead of all candidates in one forward), the last two
+    to measure what dropping and batching save. ``prompt_cache`` /
+    ``prompt_cache_refresh`` cache the prompt's states (exact only for models trained
+    with ``--prompt-attention prefix``).
     """
 
     def __init__(
@@ -45,6 +54,11 @@ class DiffusionGenerator:
         candidate_selection: str = "score",
         post_process: Optional[str] = None,
         samples_per_length: int = 1,
+        lm_head_positions: str = "undecided",
+        keep_finished: bool = False,
+        separate_length_candidates: bool = False,
+        prompt_cache: bool = False,
+        prompt_cache_refresh: int = 0,
     ):
         if max_iter < 1:
             raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
@@ -73,6 +87,17 @@ class DiffusionGenerator:
             )
         if temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {temperature}")
+        if lm_head_positions not in LM_HEAD_POSITIONS:
+            raise ValueError(
+                f"--lm-head-positions {lm_head_positions!r}: choose from {LM_HEAD_POSITIONS}"
+            )
+        if prompt_cache_refresh < 0:
+            raise ValueError(f"--prompt-cache-refresh must be >= 0, got {prompt_cache_refresh}")
+        if prompt_cache and guidance_scale > 0:
+            raise ValueError(
+                "--prompt-cache does not combine with --guidance-scale (the unconditional "
+                "pass masks the prompt); drop one of them"
+            )
         self.tgt_dict = tgt_dict
         self.pad = tgt_dict.pad()
         self.eos = tgt_dict.eos()
@@ -90,7 +115,12 @@ class DiffusionGenerator:
             sampling=sampling,
             confidence=confidence,
             guidance_scale=guidance_scale,
+            lm_head_positions=lm_head_positions,
+            prompt_cache=prompt_cache,
+            prompt_cache_refresh=prompt_cache_refresh,
         )
+        self.keep_finished = keep_finished
+        self.separate_length_candidates = separate_length_candidates
         self.force_max_iter = force_max_iter
         self.candidate_selection = candidate_selection
         self.post_process = post_process
@@ -151,46 +181,17 @@ class DiffusionGenerator:
         encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
         lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
         rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.num_candidates)
-        encoder_out = model.reorder_encoder_out(encoder_out, rows)
-        decoder_out = model.initialize_output_tokens(
-            encoder_out, encoder_out["src_tokens"], target_lengths=lengths
-        )
-        decoder_out = decoder_out._replace(
-            max_step=self.max_iter,
-            history=[decoder_out.output_tokens.clone()] if self.retain_history else None,
-        )
-
-        num_candidates = rows.numel()
-        final_tokens = [None] * num_candidates
-        final_scores = [None] * num_candidates
-        final_steps = [0] * num_candidates
-        final_history = [None] * num_candidates
-        active = utils.new_arange(src_tokens, num_candidates)
-        for _ in range(self.max_iter):
-            decoder_out = model.forward_decoder(decoder_out, encoder_out, **self.decoding_options)
-            if decoder_out.step == self.max_iter:
-                done = decoder_out.output_tokens.new_ones(decoder_out.output_tokens.size(0)).bool()
-            elif self.force_max_iter:
-                done = decoder_out.output_tokens.new_zeros(decoder_out.output_tokens.size(0)).bool()
-            else:
-                done = ~decoder_out.output_tokens.eq(model.mask).any(1)
-            for local in done.nonzero().view(-1).tolist():
-                index = int(active[local])
-                final_tokens[index] = decoder_out.output_tokens[local]
-                final_scores[index] = decoder_out.output_scores[local]
-                final_steps[index] = decoder_out.step
-                if self.retain_history:
-                    final_history[index] = [h[local] for h in decoder_out.history]
-            if done.all():
-                break
-            keep = (~done).nonzero().view(-1)
-            active = active[keep]
-            encoder_out = model.reorder_encoder_out(encoder_out, keep)
-            decoder_out = decoder_out._replace(
-                output_tokens=decoder_out.output_tokens[keep],
-                output_scores=decoder_out.output_scores[keep],
-                history=[h[keep] for h in decoder_out.history] if self.retain_history else None,
-            )
+        candidates = utils.new_arange(src_tokens, rows.numel())
+        if self.separate_length_candidates:
+            groups = candidates.view(batch_size, self.num_candidates).t()
+        else:
+            groups = candidates.unsqueeze(0)
+        finals = [None] * rows.numel()
+        for group in groups:
+            group_encoder_out = model.reorder_encoder_out(encoder_out, rows[group])
+            group_finals = self.denoise(model, group_encoder_out, lengths[group])
+            for index, final in zip(group.tolist(), group_finals):
+                finals[index] = final
 
         prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat_interleave(self.num_candidates)
         finalized = []
@@ -198,8 +199,9 @@ class DiffusionGenerator:
             hypos = []
             for index in range(sent * self.num_candidates, (sent + 1) * self.num_candidates):
                 start, length = int(prompt_lengths[index]), int(lengths[index])
-                tokens = final_tokens[index][start : start + length + 1]
-                positional_scores = final_scores[index][start : start + length + 1].clone()
+                final_tokens, final_scores, final_steps, final_history = finals[index]
+                tokens = final_tokens[start : start + length + 1]
+                positional_scores = final_scores[start : start + length + 1].clone()
                 positional_scores[-1] = 0.0
                 hypo = {
                     "tokens": tokens,
@@ -207,7 +209,7 @@ class DiffusionGenerator:
                     "score": positional_scores[:-1].mean(),
                     "hypo_attn": None,
                     "alignment": None,
-                    "steps": final_steps[index],
+                    "steps": final_steps,
                 }
                 if self.retain_history:
                     hypo["history"] = [
@@ -218,11 +220,57 @@ class DiffusionGenerator:
                             "hypo_attn": None,
                             "alignment": None,
                         }
-                        for h in final_history[index]
+                        for h in final_history
                     ]
                 hypos.append(hypo)
             finalized.append(self.select(hypos))
         return finalized
+
+    def denoise(self, model, encoder_out, lengths):
+        """Run the reverse process on one canvas per entry of lengths (N,).
+
+        Returns, per canvas, (tokens (L,), scores (L,), steps, history or None) as it
+        was when it finished: when nothing in it was masked any more, or at step
+        ``max_iter``.
+        """
+        decoder_out = model.initialize_output_tokens(
+            encoder_out, encoder_out["src_tokens"], target_lengths=lengths
+        )
+        decoder_out = decoder_out._replace(
+            max_step=self.max_iter,
+            history=[decoder_out.output_tokens.clone()] if self.retain_history else None,
+        )
+        finals = [None] * lengths.numel()
+        active = utils.new_arange(lengths, lengths.numel())
+        for _ in range(self.max_iter):
+            decoder_out = model.forward_decoder(decoder_out, encoder_out, **self.decoding_options)
+            tokens = decoder_out.output_tokens
+            if decoder_out.step == self.max_iter:
+                done = tokens.new_ones(tokens.size(0)).bool()
+            elif self.force_max_iter:
+                done = tokens.new_zeros(tokens.size(0)).bool()
+            else:
+                done = ~tokens.eq(model.mask).any(1)
+            for local in done.nonzero().view(-1).tolist():
+                index = int(active[local])
+                if finals[index] is None:
+                    history = [h[local] for h in decoder_out.history] if self.retain_history else None
+                    finals[index] = (
+                        tokens[local], decoder_out.output_scores[local], decoder_out.step, history
+                    )
+            if done.all():
+                break
+            if self.keep_finished:
+                continue
+            keep = (~done).nonzero().view(-1)
+            active = active[keep]
+            encoder_out = model.reorder_encoder_out(encoder_out, keep)
+            decoder_out = decoder_out._replace(
+                output_tokens=tokens[keep],
+                output_scores=decoder_out.output_scores[keep],
+                history=[h[keep] for h in decoder_out.history] if self.retain_history else None,
+            )
+        return finals
 
     def select(self, hypos):
         """Order one sentence's candidates best-first.

@@ -55,6 +55,12 @@ def load_script(name):
     return module
 
 
+def batch(task, indices, split="test"):
+    """A collated batch of examples ``indices`` of a loaded split."""
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in indices])
+
+
 def write_reversal_corpus(directory, sizes=(("train", 300), ("valid", 30), ("test", 30)), seed=0):
     """Prompt 'reverse : <words> =' with target the reversed words, in {split}.src/.tgt."""
     rng = random.Random(seed)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from conftest import batch
 from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.tasks.prompted_translation import generator_options
@@ -18,11 +19,6 @@ DETERMINISTIC = [
 ]
 RANDOM = ["reparam-uncond-stochastic2.0-linear", "ancestral"]
 MASK = 3
-
-
-def batch(task, indices, split="test"):
-    dataset = task.dataset(split)
-    return dataset.collater([dataset[i] for i in indices])
 
 
 def generator(task, **kwargs):

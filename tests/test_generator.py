@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from conftest import batch
 from diffusion_plugin.absorbing_diffusion import ReverseStrategy
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 
@@ -13,11 +14,6 @@ STRATEGIES = [
     "reparam-cond-deterministic-linear",
     "reparam-uncond-stochastic1.0-cosine",
 ]
-
-
-def batch(task, indices, split="test"):
-    dataset = task.dataset(split)
-    return dataset.collater([dataset[i] for i in indices])
 
 
 def generator(task, **kwargs):

@@ -35,6 +35,8 @@ from diffusion_plugin.modules.length_predictor import LengthPredictor
 
 MASK_SYMBOL = "<mask>"
 PRETRAINED_VOCABULARIES = ChoiceEnum(["prune", "full"])
+PROMPT_ATTENTIONS = ("full", "prefix")
+LM_HEAD_POSITIONS = ("undecided", "target", "all")
 
 
 def length_targets(target, pad, num_classes):
@@ -113,6 +115,14 @@ class DiffusionXLMRConfig(FairseqDataclass):
     )
     min_params_to_wrap: int = field(
         default=int(1e8), metadata={"help": "smallest module wrapped by FSDP (fully_sharded)"}
+    )
+    prompt_attention: ChoiceEnum(PROMPT_ATTENTIONS) = field(
+        default="full",
+        metadata={
+            "help": "full: every position attends to every position (the paper); prefix: "
+            "prompt positions attend only to the prompt, in training and decoding, so the "
+            "prompt's keys and values can be cached exactly while decoding (--prompt-cache)"
+        },
     )
     cpu_bf16: bool = field(
         default=False,
@@ -202,14 +212,110 @@ class DiffusionXLMRModel(BaseFairseqModel):
         )
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def extract_features(self, tokens):
-        """Final-layer features (B, L, H) of tokens (B, L), under :meth:`bf16_autocast`."""
+    def extract_features(self, tokens, prompt_lengths=None):
+        """Final-layer features (B, L, H) of tokens (B, L); see :meth:`encode`."""
+        return self.encode(tokens, prompt_lengths)[0]
+
+    def encode(self, tokens, prompt_lengths=None):
+        """Final-layer features (B, L, H) and each layer's input, a list of (L, B, H).
+
+        With ``--prompt-attention prefix``, prompt_lengths (B,) (``<s>`` included)
+        marks the prompt of each row, which then attends only to itself; without it
+        every position attends to every position. Under :meth:`bf16_autocast`.
+        """
+        hooks = []
+        if self.cfg.prompt_attention == "prefix" and prompt_lengths is not None:
+            attn_mask = self.prefix_attention_mask(tokens, prompt_lengths)
+
+            def add_mask(layer, args, kwargs):
+                return args, {**kwargs, "attn_mask": attn_mask}
+
+            hooks = [
+                layer.register_forward_pre_hook(add_mask, with_kwargs=True)
+                for layer in self.encoder.sentence_encoder.layers
+            ]
+        try:
+            with self.bf16_autocast(tokens.device):
+                features, extra = self.encoder.extract_features(tokens, return_all_hiddens=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return features, extra["inner_states"][:-1]
+
+    def prefix_attention_mask(self, tokens, prompt_lengths):
+        """Bool (B * heads, L, L), True where a prompt query may not see a target key."""
+        positions = utils.new_arange(tokens, tokens.size(1))
+        in_prompt = positions.unsqueeze(0) < prompt_lengths.unsqueeze(1)
+        blocked = in_prompt.unsqueeze(2) & ~in_prompt.unsqueeze(1)
+        return blocked.repeat_interleave(self.cfg.encoder_attention_heads, dim=0)
+
+    def features_with_cached_prompt(self, tokens, encoder_out):
+        """Final-layer features (B, T, H) of the target part of tokens (B, L).
+
+        Only the target positions run through the layers: each layer's queries are
+        the target's states, its keys and values those of ``encoder_out``'s cached
+        prompt states (``prompt_states`` (B, layers, S, H), ``prompt_padding`` (B, S))
+        followed by the target's. Row b's target starts at its prompt length; also
+        returns target_index (B, T) (the canvas position of each target slot, clamped)
+        and target_padding (B, T).
+        """
+        encoder = self.encoder.sentence_encoder
+        prompt_lengths = encoder_out["prompt_lengths"]
+        canvas_lengths = tokens.ne(self.pad).sum(1)
+        width = int((canvas_lengths - prompt_lengths).max())
+        target_index = prompt_lengths.unsqueeze(1) + utils.new_arange(tokens, 1, width)
+        target_padding = target_index >= canvas_lengths.unsqueeze(1)
+        target_index = target_index.clamp(max=tokens.size(1) - 1)
+        key_padding = torch.cat([encoder_out["prompt_padding"], target_padding], dim=1)
         with self.bf16_autocast(tokens.device):
-            features, _ = self.encoder.extract_features(tokens)
-        return features
+            embedded, _ = encoder.forward_embedding(tokens)
+            index = target_index.unsqueeze(-1).expand(-1, -1, embedded.size(-1))
+            x = embedded.gather(1, index).masked_fill(target_padding.unsqueeze(-1), 0.0)
+            x = x.transpose(0, 1)
+            for layer_index, layer in enumerate(encoder.layers):
+                prompt_states = encoder_out["prompt_states"][:, layer_index].transpose(0, 1)
+                x = self._layer_with_cached_prompt(layer, x, prompt_states.type_as(x), key_padding)
+            if encoder.layer_norm is not None:
+                x = encoder.layer_norm(x)
+        return x.transpose(0, 1), target_index, target_padding
+
+    @staticmethod
+    def _layer_with_cached_prompt(layer, x, prompt_states, key_padding):
+        """fairseq's TransformerEncoderLayer on queries x (T, B, H) whose keys and values
+        are ``cat(prompt_states (S, B, H), x)``; key_padding (B, S + T)."""
+        residual = x
+        keys = torch.cat([prompt_states, x], dim=0)
+        if layer.normalize_before:
+            x, keys = layer.self_attn_layer_norm(x), layer.self_attn_layer_norm(keys)
+        x, _ = layer.self_attn(
+            query=x, key=keys, value=keys, key_padding_mask=key_padding, need_weights=False
+        )
+        x = layer.residual_connection(layer.dropout_module(x), residual)
+        if not layer.normalize_before:
+            x = layer.self_attn_layer_norm(x)
+        residual = x
+        if layer.normalize_before:
+            x = layer.final_layer_norm(x)
+        x = layer.fc2(layer.activation_dropout_module(layer.activation_fn(layer.fc1(x))))
+        x = layer.residual_connection(layer.dropout_module(x), residual)
+        if not layer.normalize_before:
+            x = layer.final_layer_norm(x)
+        return x
+
+    @staticmethod
+    def prompt_cache(layer_inputs, prompt_lengths, prompt_width):
+        """The cache :meth:`features_with_cached_prompt` reads, from the first
+        ``prompt_width`` positions of each layer's input (L, B, H) of a pass."""
+        states = torch.stack([x[:prompt_width] for x in layer_inputs], dim=0)
+        positions = utils.new_arange(prompt_lengths, 1, prompt_width)
+        return {
+            "prompt_states": states.permute(2, 0, 1, 3).contiguous(),
+            "prompt_padding": positions >= prompt_lengths.unsqueeze(1),
+        }
 
     def output_layer(self, features, positions):
-        """LM-head logits (positions.sum(), V) in fp32 at the True entries of positions (B, L)."""
+        """LM-head logits (positions.sum(), V) in fp32 at the True entries of positions (B, L)
+        (every position, (B, L, V), when positions is None)."""
         with self.bf16_autocast(features.device):
             logits = self.encoder.lm_head(features, masked_tokens=positions)
         return logits.float()
@@ -222,24 +328,30 @@ class DiffusionXLMRModel(BaseFairseqModel):
         sequences with masked targets; score_mask (R, L): positions to score.
         Returns ``{"word_logits": (score_mask.sum(), V), "length_logits": (B, C) or None}``.
         """
-        word_logits = self.output_layer(self.extract_features(noised_tokens), score_mask)
+        prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat(noised_tokens.size(0) // src_tokens.size(0))
+        features = self.extract_features(noised_tokens, prompt_lengths)
+        word_logits = self.output_layer(features, score_mask)
         length_logits = self.forward_length(src_tokens) if predict_length else None
         return {"word_logits": word_logits, "length_logits": length_logits}
 
-    def forward_length(self, src_tokens):
+    def forward_length(self, src_tokens, prompt_features=None):
         """Length logits (B, C) from a prompt-only pass over src_tokens (B, S).
 
         The separate predictor reads the frozen backbone's features computed without
-        gradient and without dropout.
+        gradient and without dropout. prompt_features (B, S, H): that pass's features
+        when the caller (decoding, in eval mode) already has them.
         """
         if self.cfg.length_predictor == "separate":
-            was_training = self.encoder.training
-            self.encoder.eval()
-            with torch.no_grad():
-                features = self.extract_features(src_tokens).float()
-            self.encoder.train(was_training)
-            return self.length_predictor(features, src_tokens.eq(self.pad))
-        features = self.extract_features(src_tokens).float()
+            if prompt_features is None:
+                was_training = self.encoder.training
+                self.encoder.eval()
+                with torch.no_grad():
+                    prompt_features = self.extract_features(src_tokens)
+                self.encoder.train(was_training)
+            return self.length_predictor(prompt_features.float(), src_tokens.eq(self.pad))
+        if prompt_features is None:
+            prompt_features = self.extract_features(src_tokens)
+        features = prompt_features.float()
         keep = src_tokens.ne(self.pad).unsqueeze(-1).type_as(features)
         pooled = (features * keep).sum(1) / keep.sum(1)
         return self.length_head(pooled)
@@ -275,13 +387,22 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     # ------------------------------------------------------ NAT decoding protocol
     def forward_encoder(self, encoder_inputs):
-        """``encoder_inputs = [src_tokens (B, S), src_lengths (B,)]``: the prompts."""
+        """``encoder_inputs = [src_tokens (B, S), src_lengths (B,)]``: the prompts.
+
+        With ``--prompt-attention prefix`` the prompt-only pass also gives the exact
+        prompt cache (``prompt_states``, ``prompt_padding``).
+        """
         src_tokens, src_lengths = encoder_inputs
-        return {
+        prompt_lengths = src_tokens.ne(self.pad).sum(1)
+        features, layer_inputs = self.encode(src_tokens)
+        encoder_out = {
             "src_tokens": src_tokens,
-            "prompt_lengths": src_tokens.ne(self.pad).sum(1),
-            "length_logits": self.forward_length(src_tokens),
+            "prompt_lengths": prompt_lengths,
+            "length_logits": self.forward_length(src_tokens, features),
         }
+        if self.cfg.prompt_attention == "prefix":
+            encoder_out.update(self.prompt_cache(layer_inputs, prompt_lengths, src_tokens.size(1)))
+        return encoder_out
 
     def reorder_encoder_out(self, encoder_out, new_order):
         """Select rows ``new_order`` (LongTensor) of every tensor in ``encoder_out``."""
@@ -335,6 +456,9 @@ class DiffusionXLMRModel(BaseFairseqModel):
         confidence: str = "prob",
         guidance_scale: float = 0.0,
         generator: Optional[torch.Generator] = None,
+        lm_head_positions: str = "undecided",
+        prompt_cache: bool = False,
+        prompt_cache_refresh: int = 0,
         **kwargs,
     ):
         """One reverse-diffusion step over every canvas; returns the next DecoderOut.
@@ -342,30 +466,57 @@ class DiffusionXLMRModel(BaseFairseqModel):
         With ``guidance_scale`` w > 0 the logits are classifier-free guided,
         ``u + (1 + w) (c - u)``, where ``u`` comes from the same canvas with its
         prompt (all but ``<s>``) replaced by ``<mask>``.
+
+        ``lm_head_positions``: where the LM head and its softmax run: ``undecided``
+        (the positions the strategy may still change: every target position for
+        RDM's re-masking strategies, the masked ones for the others), ``target``
+        (every target position) or ``all`` (the whole sequence); all three give the
+        same tokens. ``prompt_cache``: run only the target through the layers, with
+        the prompt's per-layer states cached in ``encoder_out`` (exact with
+        ``--prompt-attention prefix``; otherwise taken from a full pass at the first
+        step and, with ``prompt_cache_refresh`` N > 0, every N steps, Fast-dLLM's
+        approximate cache).
         """
+        if lm_head_positions not in LM_HEAD_POSITIONS:
+            raise ValueError(
+                f"--lm-head-positions {lm_head_positions!r}: choose from {LM_HEAD_POSITIONS}"
+            )
         strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
         tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
         prompt_lengths = encoder_out["prompt_lengths"]
         decodable = self.decodable_positions(tokens, prompt_lengths)
+        head_positions = decodable
+        if lm_head_positions == "undecided" and not strategy.revises_committed:
+            head_positions = decodable & tokens.eq(self.mask)
         if guidance_scale > 0:
             positions = utils.new_arange(tokens, *tokens.size())
             in_prompt = (positions >= 1) & (positions < prompt_lengths.unsqueeze(1))
             unconditional = tokens.masked_fill(in_prompt, self.mask)
-            features = self.extract_features(torch.cat([tokens, unconditional], dim=0))
-            logits = self.output_layer(features, decodable.repeat(2, 1)).float()
+            both = torch.cat([tokens, unconditional], dim=0)
+            features = self.extract_features(both, prompt_lengths.repeat(2))
+            logits = self.output_layer(features, head_positions.repeat(2, 1))
             conditional_logits, unconditional_logits = logits.chunk(2, dim=0)
             logits = unconditional_logits + (1 + guidance_scale) * (
                 conditional_logits - unconditional_logits
             )
+        elif prompt_cache:
+            logits = self.cached_step_logits(
+                tokens, encoder_out, head_positions, decoder_out.step, prompt_cache_refresh
+            )
+        elif lm_head_positions == "all":
+            features = self.extract_features(tokens, prompt_lengths)
+            logits = self.output_layer(features, None)[head_positions]
         else:
-            logits = self.output_layer(self.extract_features(tokens), decodable)
+            logits = self.output_layer(self.extract_features(tokens, prompt_lengths), head_positions)
         logits[:, self.never_emitted] = float("-inf")
         best_tokens, best_scores, best_confidence = token_proposals(
             logits, temperature, sampling, confidence, generator
         )
-        proposal_tokens = tokens.masked_scatter(decodable, best_tokens)
-        proposal_scores = torch.zeros_like(scores).masked_scatter(decodable, best_scores)
-        proposal_confidence = torch.zeros_like(scores).masked_scatter(decodable, best_confidence)
+        proposal_tokens = tokens.masked_scatter(head_positions, best_tokens)
+        proposal_scores = torch.zeros_like(scores).masked_scatter(head_positions, best_scores)
+        proposal_confidence = torch.zeros_like(scores).masked_scatter(
+            head_positions, best_confidence
+        )
         step = decoder_out.step + 1
         tokens, scores = self.diffusion.reverse_step(
             tokens,
@@ -385,6 +536,25 @@ class DiffusionXLMRModel(BaseFairseqModel):
         return decoder_out._replace(
             output_tokens=tokens, output_scores=scores, step=step, history=history
         )
+
+    def cached_step_logits(self, tokens, encoder_out, head_positions, step, refresh):
+        """LM-head logits (head_positions.sum(), V) of one step with the prompt cache.
+
+        A full pass (which also refills ``encoder_out``'s cache) runs when the cache is
+        missing or at every ``refresh``-th step (0: never); otherwise only the target
+        runs (:meth:`features_with_cached_prompt`).
+        """
+        prompt_lengths = encoder_out["prompt_lengths"]
+        if "prompt_states" not in encoder_out or (refresh > 0 and step % refresh == 0):
+            features, layer_inputs = self.encode(tokens, prompt_lengths)
+            prompt_width = encoder_out["src_tokens"].size(1)
+            encoder_out.update(self.prompt_cache(layer_inputs, prompt_lengths, prompt_width))
+            return self.output_layer(features, head_positions)
+        features, target_index, target_padding = self.features_with_cached_prompt(
+            tokens, encoder_out
+        )
+        target_head_positions = head_positions.gather(1, target_index) & ~target_padding
+        return self.output_layer(features, target_head_positions)
 
 
 @register_model_architecture("diffusion_xlmr", "diffusion_xlmr_tiny")

@@ -21,7 +21,11 @@ from diffusion_plugin.diffusion_generator import (
     DiffusionGenerator,
 )
 from diffusion_plugin.metrics import ROUGE_TYPES, rouge_sums
-from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL, DiffusionXLMRModel
+from diffusion_plugin.models.diffusion_xlmr import (
+    LM_HEAD_POSITIONS,
+    MASK_SYMBOL,
+    DiffusionXLMRModel,
+)
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
 logger = logging.getLogger(__name__)
@@ -99,6 +103,43 @@ class PromptedTranslationConfig(TranslationConfig):
             "--maximize-best-checkpoint-metric"
         },
     )
+    lm_head_positions: ChoiceEnum(LM_HEAD_POSITIONS) = field(
+        default="undecided",
+        metadata={
+            "help": "where each step runs the LM head and its softmax: the positions the "
+            "strategy may still change, every target position, or the whole sequence "
+            "(same output; the last two measure the saving)"
+        },
+    )
+    keep_finished_canvases: bool = field(
+        default=False,
+        metadata={
+            "help": "keep finished canvases in the batch until the last one finishes "
+            "(same output, slower; measures what dropping them saves)"
+        },
+    )
+    separate_length_candidates: bool = field(
+        default=False,
+        metadata={
+            "help": "decode the length candidates one slot at a time instead of in one "
+            "batch (same output, slower; measures what batching them saves)"
+        },
+    )
+    prompt_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "run only the target through the layers, reusing the prompt's cached "
+            "keys/values: exact for models trained with --prompt-attention prefix, "
+            "approximate (Fast-dLLM) otherwise, refreshed by --prompt-cache-refresh"
+        },
+    )
+    prompt_cache_refresh: int = field(
+        default=0,
+        metadata={
+            "help": "with --prompt-cache, recompute the cache with a full pass every N "
+            "steps (0: only at the first step of a full-attention model)"
+        },
+    )
     prompt_template: str = field(
         default="auto",
         metadata={
@@ -134,6 +175,11 @@ def generator_options(task_cfg, args):
         candidate_selection=str(option("candidate_selection", "score")),
         samples_per_length=option("samples_per_length", 1),
         post_process=option("post_process", None),
+        lm_head_positions=str(option("lm_head_positions", "undecided")),
+        keep_finished=option("keep_finished_canvases", False),
+        separate_length_candidates=option("separate_length_candidates", False),
+        prompt_cache=option("prompt_cache", False),
+        prompt_cache_refresh=option("prompt_cache_refresh", 0),
     )
 
 

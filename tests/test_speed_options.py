@@ -1,0 +1,164 @@
+"""Decoding speed options: each exact one changes no token; the prompt cache is exact
+with prefix attention and with a cache refreshed every step."""
+
+import pytest
+import torch
+from fairseq import tasks
+
+from conftest import batch, training_cfg
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.tasks.prompted_translation import generator_options
+
+STRATEGIES = [
+    "reparam-uncond-deterministic-cosine",
+    "reparam-cond-deterministic-linear",
+    "mask-predict",
+    "threshold0.05",
+    "ancestral",
+]
+
+
+def decode(task, model, sample, **kwargs):
+    """Token lists and step counts of every candidate, best-first, seeded."""
+    torch.manual_seed(0)
+    options = dict(max_iter=6, beam_size=3) | kwargs
+    gen = DiffusionGenerator(task.target_dictionary, max_positions=64, **options)
+    return [
+        [(h["tokens"].tolist(), h["steps"]) for h in sentence]
+        for sentence in gen.generate([model], sample)
+    ]
+
+
+@pytest.fixture(scope="module")
+def prefix_model(tiny_data):
+    cfg = training_cfg(tiny_data, "--prompt-attention", "prefix")
+    task = tasks.setup_task(cfg.task)
+    torch.manual_seed(0)
+    return task.build_model(cfg.model).eval()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_lm_head_positions_change_no_token(tiny_task, tiny_model, strategy):
+    sample = batch(tiny_task, range(8))
+    undecided = decode(tiny_task, tiny_model, sample, strategy=strategy)
+    for positions in ("target", "all"):
+        assert decode(tiny_task, tiny_model, sample, strategy=strategy, lm_head_positions=positions) == undecided
+
+
+def test_undecided_positions_skip_committed_tokens_unless_the_strategy_revises_them(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(4))
+    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
+    decoder_out = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
+    decoder_out = decoder_out._replace(max_step=4)
+    rows = []
+    head = tiny_model.encoder.lm_head
+    handle = head.register_forward_hook(lambda module, args, out: rows.append(out.size(0)))
+    try:
+        for name in ("threshold0.05", "reparam-uncond-deterministic-cosine"):
+            strategy = DiffusionGenerator(tiny_task.target_dictionary, strategy=name).strategy
+            step = tiny_model.forward_decoder(decoder_out, encoder_out, strategy=strategy)
+            masked = int(step.output_tokens.eq(tiny_model.mask).sum())
+            rows.clear()
+            tiny_model.forward_decoder(step, encoder_out, strategy=strategy)
+            decodable = tiny_model.decodable_positions(step.output_tokens, encoder_out["prompt_lengths"])
+            assert rows == [masked if name.startswith("threshold") else int(decodable.sum())]
+    finally:
+        handle.remove()
+    assert masked < int(decodable.sum())
+
+
+@pytest.mark.parametrize("strategy", ["reparam-uncond-deterministic-linear", "threshold0.05"])
+def test_dropping_finished_canvases_and_batching_candidates_change_no_token(tiny_task, tiny_model, strategy):
+    sample = batch(tiny_task, range(8))
+    default = decode(tiny_task, tiny_model, sample, strategy=strategy)
+    assert any(steps < 6 for sentence in default for _, steps in sentence)
+    assert decode(tiny_task, tiny_model, sample, strategy=strategy, keep_finished=True) == default
+    separate = decode(tiny_task, tiny_model, sample, strategy=strategy, separate_length_candidates=True)
+    assert separate == default
+
+
+def test_prefix_attention_keeps_the_prompt_blind_to_the_target(tiny_task, prefix_model, tiny_model):
+    sample = batch(tiny_task, range(4))
+    src_tokens = sample["net_input"]["src_tokens"]
+    encoder_out = prefix_model.forward_encoder([src_tokens, None])
+    canvas = prefix_model.initialize_output_tokens(encoder_out, src_tokens).output_tokens
+    decodable = prefix_model.decodable_positions(canvas, encoder_out["prompt_lengths"])
+    changed = canvas.masked_fill(decodable, 7)
+    prompt = ~decodable & canvas.ne(prefix_model.pad) & (
+        torch.arange(canvas.size(1)) < encoder_out["prompt_lengths"].unsqueeze(1)
+    )
+    for model, blind in ((prefix_model, True), (tiny_model, False)):
+        lengths = encoder_out["prompt_lengths"]
+        before = model.extract_features(canvas, lengths)[prompt]
+        after = model.extract_features(changed, lengths)[prompt]
+        assert torch.allclose(before, after, atol=1e-5) == blind
+    alone = prefix_model.extract_features(src_tokens)[src_tokens.ne(prefix_model.pad)]
+    assert torch.allclose(prefix_model.extract_features(canvas, lengths)[prompt], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_prompt_cache_is_exact_with_prefix_attention(tiny_task, prefix_model, strategy):
+    sample = batch(tiny_task, range(8))
+    uncached = decode(tiny_task, prefix_model, sample, strategy=strategy)
+    assert decode(tiny_task, prefix_model, sample, strategy=strategy, prompt_cache=True) == uncached
+
+
+def test_cached_target_features_match_a_full_pass(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(6))
+    src_tokens = sample["net_input"]["src_tokens"]
+    encoder_out = tiny_model.forward_encoder([src_tokens, None])
+    canvas = tiny_model.initialize_output_tokens(encoder_out, src_tokens).output_tokens
+    lengths = encoder_out["prompt_lengths"]
+    full, layer_inputs = tiny_model.encode(canvas, lengths)
+    encoder_out.update(tiny_model.prompt_cache(layer_inputs, lengths, src_tokens.size(1)))
+    cached, index, padding = tiny_model.features_with_cached_prompt(canvas, encoder_out)
+    expected = full.gather(1, index.unsqueeze(-1).expand_as(cached))
+    assert torch.allclose(cached[~padding], expected[~padding], atol=1e-5)
+    assert int((~padding).sum()) == int((canvas.ne(tiny_model.pad).sum(1) - lengths).sum())
+
+
+def test_full_attention_cache_refreshed_every_step_is_exact_and_stale_cache_still_decodes(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(8))
+    uncached = decode(tiny_task, tiny_model, sample)
+    assert decode(tiny_task, tiny_model, sample, prompt_cache=True, prompt_cache_refresh=1) == uncached
+    stale = decode(tiny_task, tiny_model, sample, prompt_cache=True, prompt_cache_refresh=3)
+    special = {tiny_model.mask, tiny_model.pad, tiny_task.target_dictionary.bos()}
+    for sentence, reference in zip(stale, uncached):
+        assert sorted(len(t) for t, _ in sentence) == sorted(len(t) for t, _ in reference)
+        assert all(not special & set(tokens) for tokens, _ in sentence)
+
+
+def test_prefix_attention_trains(tiny_data):
+    cfg = training_cfg(tiny_data, "--prompt-attention", "prefix")
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    torch.manual_seed(0)
+    model = task.build_model(cfg.model).train()
+    criterion = task.build_criterion(cfg.criterion)
+    dataset = task.dataset("train")
+    sample = dataset.collater([dataset[i] for i in range(8)])
+    loss, _, _ = criterion(model, sample)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.encoder.sentence_encoder.layers[0].self_attn.k_proj.weight.grad.abs().sum() > 0
+
+
+def test_speed_options_reach_the_generator_and_bad_ones_name_their_flag(tiny_task):
+    class Args:
+        lm_head_positions = "all"
+        keep_finished_canvases = True
+        separate_length_candidates = True
+        prompt_cache = True
+        prompt_cache_refresh = 2
+
+    options = generator_options(tiny_task.cfg, Args())
+    assert (options["lm_head_positions"], options["keep_finished"]) == ("all", True)
+    assert options["separate_length_candidates"] and options["prompt_cache"]
+    assert options["prompt_cache_refresh"] == 2
+    dictionary = tiny_task.target_dictionary
+    with pytest.raises(ValueError, match="--lm-head-positions"):
+        DiffusionGenerator(dictionary, lm_head_positions="masked")
+    with pytest.raises(ValueError, match="--prompt-cache-refresh"):
+        DiffusionGenerator(dictionary, prompt_cache=True, prompt_cache_refresh=-1)
+    with pytest.raises(ValueError, match="--guidance-scale"):
+        DiffusionGenerator(dictionary, prompt_cache=True, guidance_scale=1.0)
