@@ -250,16 +250,20 @@ def checkpoints(args, commands):
     return found
 
 
-def training_speed(args, model, commands):
-    """Target tokens/s of fairseq-train: the mean wps of its updates after the first quarter."""
+def training_speed(args, model, commands, fp32=False):
+    """Target tokens/s of fairseq-train: the mean wps of its updates after the first quarter
+    (with ``fp32``, of the plugin's run without --cpu-bf16)."""
+    name = f"{model}_fp32" if fp32 else model
     with tempfile.TemporaryDirectory() as tmp:
         cmd = train_command(args, model, tmp, 60.0, [
             "--max-update", str(args.train_speed_updates), "--no-save",
             "--disable-validation", "--log-interval", "1",
         ])
-        log_path = args.workdir / f"train_speed_{model}.log"
-        shared.run_logged(cmd, log_path, args.threads, f"fairseq-train ({model}, speed)")
-    commands[f"train_speed_{model}"] = shared.command_string(cmd, args.threads)
+        if fp32:
+            cmd.remove("--cpu-bf16")
+        log_path = args.workdir / f"train_speed_{name}.log"
+        shared.run_logged(cmd, log_path, args.threads, f"fairseq-train ({name}, speed)")
+    commands[f"train_speed_{name}"] = shared.command_string(cmd, args.threads)
     rates = [float(r) for line in log_path.read_text().splitlines()
              if "train_inner" in line for r in WPS_RE.findall(line)]
     if not rates:
@@ -566,11 +570,16 @@ def main(args):
                 )
         shared.log(f"training speed: {model}")
         training[model] = training_speed(args, model, commands)
+        if model == "plugin":
+            training["plugin_fp32"] = training_speed(args, model, commands, fp32=True)
 
     table = report_table(rows, results, training, peaks, parameters, args.batch_size)
     command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
     report = (
         f"{table}\n\n{verdict(rows, results)}\n\n"
+        f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} target "
+        f"tokens/s with --cpu-bf16 and {training['plugin_fp32']:,.0f} in fp32 "
+        f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n"
         f"Machine: {machine(args.threads)}. Matmul peak (2048², torch.matmul): "
         f"{peaks['fp32']:.1f} GFLOP/s fp32, {peaks['bf16']:.1f} GFLOP/s bf16.\n"
         f"test_2016_flickr: {args.test_lines or len(references)} sentences at batch size "
