@@ -33,18 +33,7 @@ done
 valued=" data workdir examples vocab_size layers dim minutes max_update max_tokens lr max_per_file max_iter length_beam seed venv "
 source "$root/examples/options.sh"
 parse_options instruct_cpu.sh 2,18 "$@"
-
-if [ -z "$venv" ]; then
-  bash "$root/scripts/setup_env.sh"
-  venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"
-fi
-export PATH="$venv/bin:$PATH" PYTHONWARNINGS=ignore
-data="$(realpath "$data")"
-workdir="$(realpath -m "$workdir")"
-cd "$root"
-rm -rf "$workdir"
-mkdir -p "$workdir/jsonl"
-started=$SECONDS
+start_run jsonl
 
 echo "== instructions from the parallel text in $data -> $workdir/jsonl"
 to_jsonl() {  # to_jsonl NAME SRC TGT TEMPLATE

@@ -22,3 +22,22 @@ parse_options() {
     fi
   done
 }
+
+# start_run SUBDIR...: the environment (scripts/setup_env.sh, unless $venv names one),
+# $data and $workdir made absolute, a fresh $workdir with SUBDIRs, the repository root as
+# working directory, and $started for the elapsed time.
+start_run() {
+  if [ -z "${venv:-}" ]; then
+    bash "$root/scripts/setup_env.sh"
+    venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"
+  fi
+  export PATH="$venv/bin:$PATH" PYTHONWARNINGS=ignore
+  data="$(realpath "$data")"
+  workdir="$(realpath -m "$workdir")"
+  cd "$root"
+  rm -rf "$workdir"
+  for subdir in "$@"; do
+    mkdir -p "$workdir/$subdir"
+  done
+  started=$SECONDS
+}

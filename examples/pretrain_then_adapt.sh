@@ -36,16 +36,7 @@ done
 valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed "
 source "$root/examples/options.sh"
 parse_options pretrain_then_adapt.sh 2,19 "$@"
-
-bash "$root/scripts/setup_env.sh"
-venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"
-export PATH="$venv/bin:$PATH" PYTHONWARNINGS=ignore
-data="$(realpath "$data")"
-workdir="$(realpath -m "$workdir")"
-cd "$root"
-rm -rf "$workdir"
-mkdir -p "$workdir/mono"
-started=$SECONDS
+start_run mono
 
 text="$data"
 if [ "$smoke" = 1 ]; then  # slices of the corpus, outside the repository, removed at exit
