@@ -210,6 +210,20 @@ def train_command(args, model, save_dir, minutes, extra):
     ]
 
 
+def previous_training_minutes(extra):
+    """Training minutes already in the checkpoint --finetune-from-model starts from (in
+    ``extra``): fairseq restores them, and --stop-time-hours counts them."""
+    if "--finetune-from-model" not in extra:
+        return 0.0
+    from fairseq import checkpoint_utils
+
+    import diffusion_plugin  # noqa: F401  (allows the globals of fairseq checkpoints)
+
+    path = extra[extra.index("--finetune-from-model") + 1]
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    return state.get("extra_state", {}).get("previous_training_time", 0.0) / 60
+
+
 def checkpoints(args, commands):
     """Each model's checkpoint: given, found, or trained now (in parallel) for --train-minutes."""
     given = dict(item.split("=", 1) for item in args.checkpoint)
@@ -238,7 +252,8 @@ def checkpoints(args, commands):
                 if "plugin" in jobs:
                     raise SystemExit("--prefix-from-plugin needs a trained plugin checkpoint first")
                 extra += ["--finetune-from-model", str(found["plugin"])]
-            cmd = train_command(args, model, save_dir, args.train_minutes, extra)
+            minutes = args.train_minutes + previous_training_minutes(extra)
+            cmd = train_command(args, model, save_dir, minutes, extra)
             jobs[model] = (cmd, args.workdir / model / "train.log")
             found[model] = save_dir / "checkpoint_last.pt"
     for model, (cmd, log_path) in jobs.items():
