@@ -16,7 +16,8 @@
 # --heads N, --mlm-updates N, --adapt-updates N, --max-tokens N (MLM), --adapt-max-tokens N,
 # --lr X, --warmup N, --vocab-size N, --iter-decode-max-iter K, --length-beam B, --seed N,
 # --adapt-args "..." (extra fairseq-train options of both adaptation runs; default
-# "--cpu-bf16 --time-sampling single", the quickstart's CPU settings).
+# "--cpu-bf16 --time-sampling single", the quickstart's CPU settings), --venv DIR (use this
+# environment as is).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -25,7 +26,7 @@ workdir="$root/work/pretrain_then_adapt"
 template="Translate the German sentence to English. German: {src} English:"
 smoke=0 vocab_size=8000 layers=6 dim=256 heads=4 positions=256
 mlm_updates=20000 adapt_updates=10000 max_tokens=4096 adapt_max_tokens=1536 lr=1e-3 warmup=1000
-adapt_args="--cpu-bf16 --time-sampling single"
+adapt_args="--cpu-bf16 --time-sampling single" venv=""
 iter_decode_max_iter=10 length_beam=3 seed=1
 for argument in "$@"; do
   if [ "$argument" = --smoke ]; then  # its sizes, unless options set them
@@ -33,9 +34,9 @@ for argument in "$@"; do
     mlm_updates=20 adapt_updates=20 max_tokens=2000 adapt_max_tokens=1000 warmup=10 iter_decode_max_iter=3 length_beam=1
   fi
 done
-valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed "
+valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed venv "
 source "$root/examples/options.sh"
-parse_options pretrain_then_adapt.sh 2,19 "$@"
+parse_options pretrain_then_adapt.sh 2,20 "$@"
 start_run mono
 
 text="$data"
