@@ -109,9 +109,11 @@ def translation_rows(length_beam):
             {**base, "prompt_cache": True, "prompt_cache_refresh": 2}, default),
         Row(default, "prefix", base),
         Row(f"{default}, --prompt-cache (exact)", "prefix", {**base, "prompt_cache": True}, default),
-        Row(f"K=4, {length_beam} lengths, --prompt-cache (exact)", "prefix",
-            {"max_iter": 4, "beam_size": length_beam, "prompt_cache": True}),
     ]
+    for steps in (1, 2, 4):
+        for beam in (1, length_beam):
+            rows.append(Row(f"K={steps}, {beam} lengths, --prompt-cache (exact)", "prefix",
+                            {"max_iter": steps, "beam_size": beam, "prompt_cache": True}))
     return rows
 
 
@@ -156,6 +158,9 @@ def get_parser():
     parser.add_argument("--length-beam", type=int, default=3,
                         help="length candidates of the diffusion rows (CMLM's and the plugin's)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of the throughput runs")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated models whose rows are measured (the verdict needs "
+                             "transformer and plugin or prefix)")
     parser.add_argument("--latency-sentences", type=int, default=100,
                         help="sentences decoded one at a time for the latency column")
     parser.add_argument("--test-lines", type=int, default=None,
@@ -523,6 +528,15 @@ def verdict(rows, results):
     )
 
 
+def bf16_training_line(training):
+    """The plugin's training speed with --cpu-bf16 against fp32, when it was measured."""
+    if "plugin" not in training:
+        return ""
+    return (f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} target "
+            f"tokens/s with --cpu-bf16 and {training['plugin_fp32']:,.0f} in fp32 "
+            f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n")
+
+
 def machine(threads):
     import torch
 
@@ -563,9 +577,13 @@ def main(args):
     from fairseq import utils
 
     utils.import_user_module(argparse.Namespace(user_dir=str(shared.USER_DIR)))
-    rows = translation_rows(args.length_beam) + MMLU_ROWS
+    measured = args.models.split(",")
+    unknown = set(measured) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"--models {sorted(unknown)}: models are {', '.join(MODELS)}")
+    rows = [r for r in translation_rows(args.length_beam) + MMLU_ROWS if r.model in measured]
     results, parameters, training = {}, {}, {}
-    for model in MODELS:
+    for model in measured:
         network, task = load_model(args, model, paths[model])
         parameters[model] = sum(p.numel() for p in network.parameters())
         batches = test_batches(args, task)
@@ -592,9 +610,7 @@ def main(args):
     command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
     report = (
         f"{table}\n\n{verdict(rows, results)}\n\n"
-        f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} target "
-        f"tokens/s with --cpu-bf16 and {training['plugin_fp32']:,.0f} in fp32 "
-        f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n"
+        f"{bf16_training_line(training)}"
         f"Machine: {machine(args.threads)}. Matmul peak (2048², torch.matmul): "
         f"{peaks['fp32']:.1f} GFLOP/s fp32, {peaks['bf16']:.1f} GFLOP/s bf16.\n"
         f"test_2016_flickr: {args.test_lines or len(references)} sentences at batch size "
