@@ -477,10 +477,6 @@ class DiffusionXLMRModel(BaseFairseqModel):
         step and, with ``prompt_cache_refresh`` N > 0, every N steps, Fast-dLLM's
         approximate cache).
         """
-        if lm_head_positions not in LM_HEAD_POSITIONS:
-            raise ValueError(
-                f"--lm-head-positions {lm_head_positions!r}: choose from {LM_HEAD_POSITIONS}"
-            )
         strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
         tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
         prompt_lengths = encoder_out["prompt_lengths"]
