@@ -136,8 +136,8 @@ class DiffusionGenerator:
         if self.oracle_length:
             if sample is None or sample.get("target") is None:
                 raise ValueError("--oracle-length needs references (a test set with targets)")
-            gold = sample["target"].ne(self.pad).sum(1) - 1
-            lengths = gold.clamp(min=1).unsqueeze(1).repeat(1, self.beam_size)
+            gold = sample["target"].ne(self.pad).sum(1) - 1  # 0 for an empty target
+            lengths = gold.unsqueeze(1).repeat(1, self.beam_size)
         elif self.length_beam_mode == "window":
             best = model.predict_lengths(encoder_out, 1)
             offsets = utils.new_arange(best, 1, self.beam_size) - self.beam_size // 2
@@ -152,11 +152,11 @@ class DiffusionGenerator:
             lengths = model.predict_lengths(encoder_out, self.beam_size)
         lengths = lengths.repeat_interleave(self.samples_per_length, dim=1)
         room = self.max_positions - encoder_out["prompt_lengths"] - 1
-        if (room < 1).any():
-            row = int((room < 1).nonzero()[0, 0])
+        if (room < 0).any():
+            row = int((room < 0).nonzero()[0, 0])
             raise ValueError(
                 f"prompt {row} of the batch has {int(encoder_out['prompt_lengths'][row])} tokens "
-                f"and leaves no room for a target within --max-positions {self.max_positions}"
+                f"and leaves no room for </s> within --max-positions {self.max_positions}"
             )
         room = room.unsqueeze(1)
         clipped = lengths > room
@@ -206,7 +206,7 @@ class DiffusionGenerator:
                 hypo = {
                     "tokens": tokens,
                     "positional_scores": positional_scores,
-                    "score": positional_scores[:-1].mean(),
+                    "score": positional_scores[:-1].mean() if length else positional_scores.sum(),
                     "hypo_attn": None,
                     "alignment": None,
                     "steps": final_steps,

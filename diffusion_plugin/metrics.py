@@ -1,10 +1,14 @@
-"""Scores of generated text: the instruction evaluation (method spec §5.4) and ROUGE.
+"""Scores of generated text: the instruction evaluation (method spec §5.4), BLEU and ROUGE.
 
 Used by ``scripts/evaluate_instruct.py``, ``scripts/score_rouge.py`` and the
-``--eval-rouge`` validation of ``prompted_translation``. Lower-casing is an
-explicit argument everywhere (the paper's scorer lower-cases silently, spec §8).
+``--eval-bleu`` / ``--eval-rouge`` validation of ``prompted_translation``. The defaults
+are the paper's scorer (``DLLM:scripts/metric_instruct.py``, ``src/dd_generator.py``):
+text decoded by the tokenizer (:func:`decoded_text`), lower-cased; MGSM's last integer;
+ROUGE as py-rouge computes it. Each other rule is a named option.
 """
 
+import functools
+import importlib.metadata
 import re
 from decimal import Decimal
 from typing import Dict, List, Optional, Sequence
@@ -12,8 +16,35 @@ from typing import Dict, List, Optional, Sequence
 import sacrebleu
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-# an integer with optional thousands commas and decimals; the paper's regex is (\d+(,\d+)*)
-NUMBER = re.compile(r"-?\d+(?:,\d+)*(?:\.\d+)?")
+ROUGE_TOKENIZERS = ("py-rouge", "rouge-score")
+MGSM_RULES = ("integer", "decimal")
+NUMBER_PATTERNS = {
+    "integer": re.compile(r"\d+(?:,\d+)*"),  # the paper's (\d+(,\d+)*), compared as an integer
+    "decimal": re.compile(r"-?\d+(?:,\d+)*(?:\.\d+)?"),  # signed, with decimals
+}
+# transformers' PreTrainedTokenizerBase.clean_up_tokenization, which the paper's
+# tokenizer.batch_decode applies by default (clean_up_tokenization_spaces=True)
+CLEAN_UP_TOKENIZATION = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)
+
+
+def clean_up_tokenization(text: str) -> str:
+    """``text`` with the spaces before punctuation and English clitics removed, as
+    transformers' decode does (``it 's .`` -> ``it's.``)."""
+    for old, new in CLEAN_UP_TOKENIZATION:
+        text = text.replace(old, new)
+    return text
+
+
+def decoded_text(text: str, lowercase: bool = True, clean_up: bool = True) -> str:
+    """``text`` as the paper's decode leaves it: tokenization spaces cleaned up
+    (``clean_up``), lower-cased (``lowercase``), stripped."""
+    if clean_up:
+        text = clean_up_tokenization(text)
+    text = text.strip()
+    return text.lower() if lowercase else text
 
 
 def normalize(text: str, lowercase: bool) -> str:
@@ -28,21 +59,27 @@ def exact_matches(hyps: Sequence[str], refs: Sequence[str], lowercase: bool) -> 
     return [normalize(h, lowercase) == normalize(r, lowercase) for h, r in zip(hyps, refs)]
 
 
-def last_number(text: str) -> Optional[Decimal]:
-    """The last number written in ``text``, thousands commas removed; None if none."""
-    found = NUMBER.findall(text)
+def last_number(text: str, rule: str = "integer") -> Optional[Decimal]:
+    """The last number written in ``text``, thousands commas removed; None if none.
+
+    ``integer`` (the paper's): the last run of digits and commas, unsigned (``-18`` is
+    18, ``5.5`` is 5, ``18.0`` is 0). ``decimal``: signed, with decimals (``18.0`` is 18).
+    """
+    found = NUMBER_PATTERNS[rule].findall(text)
     return Decimal(found[-1].replace(",", "")) if found else None
 
 
-def number_matches(hyps: Sequence[str], refs: Sequence[str]) -> List[bool]:
+def number_matches(hyps: Sequence[str], refs: Sequence[str], rule: str = "integer") -> List[bool]:
     """Per example: is the last number of the hypothesis that of the reference?"""
     _check_pairs(hyps, refs)
+    if rule not in MGSM_RULES:
+        raise ValueError(f"number rule {rule!r}: choose from {MGSM_RULES}")
     matches = []
     for hyp, ref in zip(hyps, refs):
-        gold = last_number(ref)
+        gold = last_number(ref, rule)
         if gold is None:
             raise ValueError(f"reference {ref!r} holds no number to compare with")
-        matches.append(last_number(hyp) == gold)
+        matches.append(last_number(hyp, rule) == gold)
     return matches
 
 
@@ -70,13 +107,75 @@ def bleu(hyps: Sequence[str], refs: Sequence[str], tokenize: str, lowercase: boo
             "signature": str(metric.get_signature())}
 
 
-def rouge_sums(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
-    """Sums over examples of ROUGE-1/2/L F1 (fractions, rouge-score's tokenizer, which
-    lower-cases and keeps [a-z0-9] words); an empty hypothesis scores 0."""
-    from rouge_score import rouge_scorer
-
+def bleu_statistics(hyps: Sequence[str], refs: Sequence[str], tokenize: str):
+    """sacreBLEU's BLEUScore (n-gram ``counts``/``totals``, ``sys_len``, ``ref_len``) of a
+    batch, to be summed over batches as fairseq's --eval-bleu does."""
     _check_pairs(hyps, refs)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES))
+    return sacrebleu.BLEU(tokenize=tokenize).corpus_score(list(hyps), [list(refs)])
+
+
+@functools.lru_cache(maxsize=1)
+def py_rouge_exceptions() -> Dict[str, str]:
+    """py-rouge's WordNet exception table (``went`` -> ``go``), both of its files,
+    read from the installed py-rouge package without importing it (its module needs
+    ``pkg_resources`` and nltk's punkt data)."""
+    try:
+        files = importlib.metadata.files("py-rouge") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            "ROUGE as py-rouge computes it needs py-rouge's WordNet table: pip install "
+            "py-rouge==1.1 (or pass the rouge-score tokenizer option)"
+        ) from None
+    table = {}
+    for name in ("wordnet_key_value.txt", "wordnet_key_value_special_cases.txt"):
+        path = next((f.locate() for f in files if f.name == name), None)
+        if path is None:
+            raise ImportError(f"the installed py-rouge has no {name}; reinstall py-rouge==1.1")
+        with open(path, encoding="utf-8") as lines:
+            table.update(line.strip().split("|") for line in lines if line.strip())
+    return table
+
+
+class PyRougeTokenizer:
+    """py-rouge 1.1's preprocessing (``Rouge(["rouge-l"])`` defaults) as a rouge-score
+    tokenizer: the first 665 characters, lower-cased, every character but ``[a-z0-9]``
+    a space, nltk's Treebank word split (``cannot`` kept whole), and each token longer
+    than 3 characters replaced by its WordNet exception or its Porter stem
+    (``ORIGINAL_ALGORITHM``). One line of text (py-rouge splits sentences at newlines)."""
+
+    LENGTH_LIMIT = 665
+
+    def __init__(self):
+        from nltk.stem.porter import PorterStemmer
+        from nltk.tokenize import NLTKWordTokenizer
+
+        self.exceptions = py_rouge_exceptions()
+        self.stemmer = PorterStemmer(PorterStemmer.ORIGINAL_ALGORITHM)
+        self.words = NLTKWordTokenizer()
+
+    def tokenize(self, text: str) -> List[str]:
+        text = re.sub("[^a-z0-9]", " ", text.strip()[: self.LENGTH_LIMIT].lower()).strip()
+        tokens = self.words.tokenize(text.replace("cannot", "_cannot_"))
+        stems = [self.exceptions.get(t) or self.stemmer.stem(t) if len(t) > 3 else t for t in tokens]
+        return " ".join(stems).replace("_cannot_", "cannot").split()
+
+
+def rouge_scorer(tokenizer: str = "py-rouge"):
+    """rouge-score's scorer of ROUGE-1/2/L F1 on ``tokenizer``'s tokens: ``py-rouge``
+    (:class:`PyRougeTokenizer`, the paper's) or ``rouge-score`` (its own, unstemmed)."""
+    from rouge_score import rouge_scorer as scorers
+
+    if tokenizer not in ROUGE_TOKENIZERS:
+        raise ValueError(f"ROUGE tokenizer {tokenizer!r}: choose from {ROUGE_TOKENIZERS}")
+    if tokenizer == "py-rouge":
+        return scorers.RougeScorer(list(ROUGE_TYPES), tokenizer=PyRougeTokenizer())
+    return scorers.RougeScorer(list(ROUGE_TYPES))
+
+
+def rouge_sums(hyps: Sequence[str], refs: Sequence[str], tokenizer: str = "py-rouge") -> Dict[str, float]:
+    """Sums over examples of ROUGE-1/2/L F1 (fractions); an empty hypothesis scores 0."""
+    _check_pairs(hyps, refs)
+    scorer = rouge_scorer(tokenizer)
     sums = dict.fromkeys(ROUGE_TYPES, 0.0)
     for hyp, ref in zip(hyps, refs):
         scores = scorer.score(ref, hyp)
@@ -85,11 +184,11 @@ def rouge_sums(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
     return sums
 
 
-def rouge(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
+def rouge(hyps: Sequence[str], refs: Sequence[str], tokenizer: str = "py-rouge") -> Dict[str, float]:
     """Mean ROUGE-1/2/L F1 over examples, in percent."""
     if not hyps:
         raise ValueError("no hypotheses to score")
-    return {key: 100.0 * total / len(hyps) for key, total in rouge_sums(hyps, refs).items()}
+    return {key: 100.0 * total / len(hyps) for key, total in rouge_sums(hyps, refs, tokenizer).items()}
 
 
 def _check_pairs(hyps, refs):

@@ -79,6 +79,7 @@ echo "== evaluate_instruct.py: 0-shot sets, first $max_per_file examples per fil
 python scripts/evaluate_instruct.py --path "$workdir/checkpoints/checkpoint_last.pt" \
   --data "$workdir/data-bin" --instruct-dir "$data/instruct" \
   --sets mmlu/0-shot bbh-nlp/0-shot tydiqa/0-shot mgsm/0-shot iwslt14/0-shot \
+  --split mmlu=val iwslt14=validation \
   --max-per-file "$max_per_file" --max-iter "$max_iter" --length-beam "$length_beam" \
   --out "$workdir/report.json" 2> "$workdir/evaluate.log" \
   || { tail -n 30 "$workdir/evaluate.log"; exit 1; }

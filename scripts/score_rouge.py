@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""ROUGE-1/2/L F1 (rouge-score) of fairseq-generate output: its D- (detokenized
-hypothesis) lines against its T- (reference) lines; run fairseq-generate with
+"""ROUGE-1/2/L F1 of fairseq-generate output: its D- (detokenized hypothesis) lines
+against its T- (reference) lines, by default on py-rouge's words (the paper's
+Gigaword scorer: lower-cased, stemmed; docs/INSTRUCT.md); run fairseq-generate with
 --post-process sentencepiece so that both are plain text. Prints one JSON line."""
 
 import argparse
@@ -10,6 +11,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+from diffusion_plugin.metrics import ROUGE_TOKENIZERS, rouge  # noqa: E402
 
 LINE = re.compile(r"^([DT])-(\d+)\t(.*)$")
 
@@ -40,12 +42,12 @@ def read_generate_output(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("generate_output", help="stdout of fairseq-generate")
+    parser.add_argument("--tokenizer", choices=ROUGE_TOKENIZERS, default="py-rouge",
+                        help="words compared: py-rouge's (stemmed, the paper's) or rouge-score's (unstemmed)")
     args = parser.parse_args(argv)
-    from diffusion_plugin.metrics import rouge
-
     hyps, refs = read_generate_output(args.generate_output)
-    scores = dict(rouge(hyps, refs), examples=len(hyps))
-    print(json.dumps({k: round(v, 2) for k, v in scores.items()}))
+    scores = dict(rouge(hyps, refs, args.tokenizer), examples=len(hyps), tokenizer=args.tokenizer)
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in scores.items()}))
     return scores
 
 

@@ -104,3 +104,38 @@ def test_invalid_generator_options(tiny_task):
         DiffusionGenerator(tiny_task.target_dictionary, max_iter=0)
     with pytest.raises(ValueError, match="--iter-decode-with-beam"):
         DiffusionGenerator(tiny_task.target_dictionary, beam_size=0)
+
+
+def emptied(sample, rows, dictionary):
+    """``sample`` with the targets of ``rows`` made empty (``</s>`` alone)."""
+    target = sample["target"].clone()
+    target[rows] = dictionary.pad()
+    target[rows, 0] = dictionary.eos()
+    return dict(sample, target=target)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES + ["mask-predict", "threshold0.05"])
+def test_empty_targets_decode_to_an_empty_canvas_under_the_oracle_length(tiny_task, tiny_model, strategy):
+    dictionary = tiny_task.target_dictionary
+    gen = generator(tiny_task, max_iter=4, beam_size=2, oracle_length=True, strategy=strategy)
+    sample = batch(tiny_task, range(6))
+    torch.manual_seed(0)
+    mixed = gen.generate([tiny_model], emptied(sample, [0, 3], dictionary))
+    torch.manual_seed(0)
+    alone = gen.generate([tiny_model], batch(tiny_task, [1, 2, 4, 5]))
+    for row in (0, 3):
+        for hypo in mixed[row]:
+            assert hypo["tokens"].tolist() == [dictionary.eos()] and hypo["score"].item() == 0.0
+    if "stochastic" not in strategy:  # the other rows decode as they do without the empty ones
+        for row, other in zip((1, 2, 4, 5), alone):
+            assert [h["tokens"].tolist() for h in mixed[row]] == [h["tokens"].tolist() for h in other]
+    everything = gen.generate([tiny_model], emptied(sample, list(range(6)), dictionary))
+    assert all(h["tokens"].tolist() == [dictionary.eos()] for sentence in everything for h in sentence)
+
+
+def test_a_prompt_that_fills_every_position_decodes_an_empty_target(tiny_task, tiny_model):
+    dictionary = tiny_task.target_dictionary
+    sample = emptied(batch(tiny_task, range(4)), [0, 1, 2, 3], dictionary)
+    longest = int(sample["net_input"]["src_lengths"].max())
+    gen = DiffusionGenerator(dictionary, max_iter=2, oracle_length=True, max_positions=longest + 1)
+    assert all(s[0]["tokens"].tolist() == [dictionary.eos()] for s in gen.generate([tiny_model], sample))

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from conftest import ROOT
 from diffusion_plugin import metrics
 
 
@@ -30,27 +31,42 @@ def test_grouped_accuracy_micro_and_macro():
 
 
 @pytest.mark.parametrize(
-    "text, number",
+    "text, integer, decimal",
     [
-        ("so she makes 1,234 dollars.", Decimal(1234)),
-        ("3 apples, then 12", Decimal(12)),
-        ("# # # # 18", Decimal(18)),
-        ("it costs 2.50 or -3", Decimal(-3)),
-        ("1,000,000", Decimal(1000000)),
-        ("no digits", None),
-        ("", None),
+        ("so she makes 1,234 dollars.", 1234, 1234),
+        ("3 apples, then 12", 12, 12),
+        ("# # # # 18", 18, 18),
+        ("it costs 2.50 or -3", 3, -3),
+        ("1,000,000", 1000000, 1000000),
+        ("18.0", 0, 18),
+        ("$18.00", 0, 18),
+        ("5.5", 5, Decimal("5.5")),
+        ("18-20", 20, -20),
+        ("no digits", None, None),
+        ("", None, None),
     ],
 )
-def test_last_number(text, number):
-    assert metrics.last_number(text) == number
+def test_last_number_by_the_papers_integer_rule_and_the_decimal_option(text, integer, decimal):
+    assert metrics.last_number(text) == integer
+    assert metrics.last_number(text, "decimal") == decimal
 
 
 def test_number_matches_compare_values_and_reject_references_without_number():
-    hyps = ["the answer is 1,200", "1200.0", "", "12 then 13"]
-    refs = ["# # 1200", "# # 1200", "# # 5", "# # 12"]
-    assert metrics.number_matches(hyps, refs) == [True, True, False, False]
+    hyps = ["the answer is 1,200", "1200.0", "", "12 then 13", "-1200"]
+    refs = ["# # 1200", "# # 1200", "# # 5", "# # 12", "# # 1200"]
+    assert metrics.number_matches(hyps, refs) == [True, False, False, False, True]
+    assert metrics.number_matches(hyps, refs, "decimal") == [True, True, False, False, False]
     with pytest.raises(ValueError, match="no number"):
         metrics.number_matches(["1"], ["# # #"])
+    with pytest.raises(ValueError, match="choose from"):
+        metrics.number_matches(["1"], ["1"], "float")
+
+
+def test_decoded_text_cleans_up_tokenization_spaces_as_transformers_does():
+    assert metrics.decoded_text(" It 's that pyramid , is n't it ? ") == "it's that pyramid, isn't it?"
+    # in transformers' order: " ." goes before " ' " is looked for
+    assert metrics.decoded_text("We 're here ! I 'm ' fine ' .") == "we're here! i'm'fine '."
+    assert metrics.decoded_text("It 's", lowercase=False, clean_up=False) == "It 's"
 
 
 def test_bleu_lowercasing_and_tokenizer_are_in_the_signature():
@@ -76,6 +92,35 @@ def test_rouge_is_asymmetric_in_the_right_direction_and_empty_output_scores_zero
     assert scores["rouge2"] == pytest.approx(100 * (2 * 1 * (1 / 3) / (1 + 1 / 3)) / 2)
     sums = metrics.rouge_sums(["", ""], ["x", "y"])
     assert sums == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+
+
+def test_rouge_stems_as_py_rouge_does():
+    # py-rouge: lower-cased, [^a-z0-9] -> space, WordNet exceptions (went -> go, mice ->
+    # mouse), else Porter stems of words longer than 3 characters; "cannot" stays whole
+    tokenizer = metrics.PyRougeTokenizer()
+    assert tokenizer.tokenize("Police ARRESTED five anti-nuclear protesters, who went home.") == [
+        "polic", "arrest", "five", "anti", "nuclear", "protest", "who", "go", "home"]
+    assert tokenizer.tokenize("Mice cannot swim; wanna see?") == ["mouse", "cannot", "swim", "wan", "na", "see"]
+    assert tokenizer.tokenize("x" * 700) == ["x" * 665]
+    scores = metrics.rouge(["police arrest protesters"], ["Police arrested the protesters."])
+    # stems: polic arrest protest / polic arrest the protest: LCS 3, P = 1, R = 3/4
+    assert scores["rougeL"] == pytest.approx(100 * 2 * 0.75 / 1.75)
+    unstemmed = metrics.rouge(["police arrest protesters"], ["Police arrested the protesters."], "rouge-score")
+    assert unstemmed["rougeL"] == pytest.approx(100 * 2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))
+    with pytest.raises(ValueError, match="choose from"):
+        metrics.rouge(["a"], ["a"], "perl")
+
+
+def test_rouge_of_the_gigaword_lead_baseline_is_py_rouges():
+    # 20.1697 is py-rouge 1.1's ROUGE-L of lead-8 (benchmarks/rouge_agreement.py, docs/INSTRUCT.md)
+    data = ROOT.parent / "shared" / "data" / "gigaword"
+    if not data.is_dir():
+        pytest.skip(f"the shared Gigaword test set is not at {data}")
+    sources = (data / "test.src").read_text(encoding="utf-8").splitlines()
+    references = (data / "test.tgt").read_text(encoding="utf-8").splitlines()
+    lead = [" ".join(s.split()[:8]) for s in sources]
+    assert metrics.rouge(lead, references)["rougeL"] == pytest.approx(20.1697, abs=5e-5)
+    assert metrics.rouge(lead, references, "rouge-score")["rougeL"] == pytest.approx(18.2125, abs=5e-5)
 
 
 def test_mismatched_lengths_are_an_error():

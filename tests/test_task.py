@@ -95,3 +95,41 @@ def test_batches_use_the_concatenated_length_and_keep_every_eval_example(tiny_ta
         assert batch["tokens"].numel() <= 100
         seen += batch["id"].tolist()
     assert sorted(seen) == list(range(len(dataset)))
+
+
+def test_eval_bleu_and_eval_rouge_share_one_decoding_of_each_validation_batch(tiny_data):
+    import sacrebleu
+    from fairseq import metrics as fairseq_metrics
+
+    from diffusion_plugin.diffusion_generator import DiffusionGenerator
+    from diffusion_plugin.metrics import rouge
+
+    cfg = training_cfg(tiny_data, "--eval-bleu", "--eval-rouge", "--eval-bleu-args", '{"iter_decode_max_iter": 2}')
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("valid")
+    torch.manual_seed(0)
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    calls, decoded = [], []
+    generate = DiffusionGenerator.generate
+
+    def counted(self, models, sample, **kwargs):
+        calls.append(sample["id"].tolist())
+        hypos = generate(self, models, sample, **kwargs)
+        decoded.extend(task.tgt_dict.string(h[0]["tokens"]) for h in hypos)
+        return hypos
+
+    DiffusionGenerator.generate = counted
+    try:
+        batches = task.get_batch_iterator(task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)
+        with fairseq_metrics.aggregate() as aggregated:
+            logs = [task.valid_step(sample, model, criterion)[2] for sample in batches]
+            task.reduce_metrics(logs, criterion)
+    finally:
+        DiffusionGenerator.generate = generate
+    assert len(calls) == len(logs) == 4 and sorted(sum(calls, [])) == list(range(30))  # each example once
+    refs = [task.tgt_dict.string(task.dataset("valid")[i]["target"]) for i in sum(calls, [])]
+    values = aggregated.get_smoothed_values()
+    # both scores are of that one decoding: sacreBLEU 13a (smooth exp) and py-rouge ROUGE-L, lower-cased
+    assert values["bleu"] == pytest.approx(round(sacrebleu.corpus_bleu(decoded, [refs], tokenize="13a").score, 2))
+    assert values["rougeL"] == pytest.approx(round(rouge(decoded, refs)["rougeL"], 2))

@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 from fairseq import metrics, utils
 from fairseq.data import encoders
 from fairseq.dataclass import ChoiceEnum
-from fairseq.tasks import register_task
-from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
+from fairseq.scoring.tokenizer import EvaluationTokenizer
+from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks.translation import (
+    EVAL_BLEU_ORDER,
+    TranslationConfig,
+    TranslationTask,
+    load_langpair_dataset,
+)
 from omegaconf import II
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
@@ -20,7 +26,7 @@ from diffusion_plugin.diffusion_generator import (
     LENGTH_BEAM_MODES,
     DiffusionGenerator,
 )
-from diffusion_plugin.metrics import ROUGE_TYPES, rouge_sums
+from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge_sums
 from diffusion_plugin.models.diffusion_xlmr import (
     LM_HEAD_POSITIONS,
     MASK_SYMBOL,
@@ -98,9 +104,30 @@ class PromptedTranslationConfig(TranslationConfig):
         default=False,
         metadata={
             "help": "decode the validation set (with --eval-bleu-args, --eval-bleu-remove-bpe "
-            "and --eval-bleu-detok) and log ROUGE-1/2/L F1 (rouge-score) as rouge1, rouge2, "
-            "rougeL; select checkpoints with --best-checkpoint-metric rougeL "
-            "--maximize-best-checkpoint-metric"
+            "and --eval-bleu-detok; one decoding serves --eval-bleu too) and log ROUGE-1/2/L "
+            "F1 as rouge1, rouge2, rougeL; select checkpoints with --best-checkpoint-metric "
+            "rougeL --maximize-best-checkpoint-metric"
+        },
+    )
+    eval_rouge_tokenizer: ChoiceEnum(ROUGE_TOKENIZERS) = field(
+        default="py-rouge",
+        metadata={
+            "help": "words ROUGE compares: py-rouge's (stemmed, as the paper's scorer) or "
+            "rouge-score's own (unstemmed)"
+        },
+    )
+    eval_bleu_tokenize: EvaluationTokenizer.ALL_TOKENIZER_TYPES = field(
+        default="13a",
+        metadata={
+            "help": "sacreBLEU tokenizer of --eval-bleu: 13a (the paper's IWSLT14), intl "
+            "(its WMT14 runs), ...; --eval-tokenized-bleu means none"
+        },
+    )
+    eval_cased: bool = field(
+        default=False,
+        metadata={
+            "help": "score --eval-bleu / --eval-rouge on cased text (the paper lower-cases "
+            "hypotheses and references)"
         },
     )
     lm_head_positions: ChoiceEnum(LM_HEAD_POSITIONS) = field(
@@ -301,10 +328,24 @@ class PromptedTranslationTask(TranslationTask):
         return model
 
     def valid_step(self, sample, model, criterion):
-        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        """The loss and, with --eval-bleu and/or --eval-rouge, the statistics of both
+        from one decoding of the batch (fairseq's own BLEU path would decode again)."""
+        loss, sample_size, logging_output = FairseqTask.valid_step(self, sample, model, criterion)
+        if not (self.cfg.eval_bleu or self.cfg.eval_rouge):
+            return loss, sample_size, logging_output
+        hyps, refs = self._decode_validation(sample, model)
+        if self.cfg.eval_bleu_print_samples:
+            logger.info(f"example hypothesis: {hyps[0]}\nexample reference: {refs[0]}")
+        if self.cfg.eval_bleu:
+            tokenize = "none" if self.cfg.eval_tokenized_bleu else str(self.cfg.eval_bleu_tokenize)
+            bleu = bleu_statistics(hyps, refs, tokenize)
+            logging_output["_bleu_sys_len"] = bleu.sys_len
+            logging_output["_bleu_ref_len"] = bleu.ref_len
+            for i in range(EVAL_BLEU_ORDER):
+                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
+                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
         if self.cfg.eval_rouge:
-            hyps, refs = self._decode_validation(sample, model)
-            for key, total in rouge_sums(hyps, refs).items():
+            for key, total in rouge_sums(hyps, refs, str(self.cfg.eval_rouge_tokenizer)).items():
                 logging_output[f"_rouge_{key}_sum"] = total
             logging_output["_rouge_count"] = len(hyps)
         return loss, sample_size, logging_output
@@ -324,11 +365,13 @@ class PromptedTranslationTask(TranslationTask):
             )
 
     def _decode_validation(self, sample, model):
-        """Best hypotheses and references of a validation batch as detokenized text."""
+        """Best hypotheses and references of a validation batch as detokenized text,
+        lower-cased unless --eval-cased (the paper's decode; ``<unk>`` on both sides)."""
 
         def decode(tokens):
             text = self.tgt_dict.string(tokens.int().cpu(), self.cfg.eval_bleu_remove_bpe)
-            return self.tokenizer.decode(text) if self.tokenizer else text
+            text = (self.tokenizer.decode(text) if self.tokenizer else text).strip()
+            return text if self.cfg.eval_cased else text.lower()
 
         hypos = self.inference_step(self.sequence_generator, [model], sample, prefix_tokens=None)
         hyps = [decode(h[0]["tokens"]) for h in hypos]
