@@ -7,7 +7,7 @@
 # converted once and trained with FSDP (docs/PRETRAINED.md). DRY_RUN=1 prints the
 # commands instead of running them. Then evaluate:
 #   task runs: fairseq-generate --iter-decode-with-beam 10 (and --oracle-length), sacreBLEU
-#              (--scoring sacrebleu; WMT14 with --sacrebleu-tokenizer intl, spec §5.4) or
+#              (--scoring sacrebleu --sacrebleu-lowercase; WMT14 with --sacrebleu-tokenizer intl, spec §5.4) or
 #              scripts/score_rouge.py for Gigaword;
 #   flan2022:  scripts/evaluate_instruct.py (docs/INSTRUCT.md).
 set -euo pipefail
