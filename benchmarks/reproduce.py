@@ -1,0 +1,807 @@
+#!/usr/bin/env python3
+"""
+The paper's claims in miniature on Multi30k de->en (docs/REPRODUCTION.md).
+
+One resumable pipeline, run claim by claim (``--claim a b c d``):
+
+* data: the prompted de->en data (scripts/prepare_prompted.py, a new 8k
+  sentencepiece model), the same text unprompted for fairseq's ``transformer``,
+  and the masked LM's corpus: Multi30k task 2's monolingual German and English
+  (``multi30k/mono``) plus both sides of the parallel train set, one dictionary;
+* mlm-SIZE: a masked LM pretrained with fairseq's own ``masked_lm`` task;
+* adapt-SIZE-pretrained / adapt-SIZE-scratch: diffusive adaptation from that masked
+  LM (``--pretrained-mlm``) and the same architecture from scratch, on the same
+  batches for the same updates;
+* length-SIZE-INIT: the paper's stage 2, the separate length predictor on the
+  frozen denoiser;
+* transformer-SIZE: fairseq's autoregressive ``transformer`` of about the same
+  parameter count, trained for the adaptation's training time;
+* evaluation: fairseq-generate on ``val`` and ``test_2016_flickr``, sacreBLEU with
+  its signature, decoding speed at batch size 1 and 64, repetition.
+
+Every training is a fairseq-train run with ``--max-update`` (or, for the
+transformer, fairseq's ``--stop-time-hours``, which counts the time of earlier
+runs) that resumes from its ``checkpoint_last.pt``: stopping this script and
+running it again continues where it stopped. A stage whose result is recorded in
+``WORKDIR/state.json`` is not run again. Each run records its command, its
+wall and CPU time and whether other processes shared the machine (the 1-minute
+load average, sampled while it ran, above the run's own threads).
+
+``--smoke`` runs every stage at toy sizes on corpus slices (CI); it checks the
+table's shape and the provenance of its runs, never its numbers.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = REPO / "diffusion_plugin"
+SRC, TGT = "de", "en"
+TEMPLATE = "Translate the German sentence to English. German: {src} English:"
+RAW_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+
+# layers x dim (heads, FFN = 4 dim); the transformer of each size has about the
+# same parameter count with half the layers in its encoder and half in its decoder
+SIZES = {
+    "mini": {"layers": 4, "dim": 128, "heads": 2},
+    "tiny": {"layers": 6, "dim": 256, "heads": 4},
+}
+SMOKE_SIZES = {
+    "mini": {"layers": 2, "dim": 32, "heads": 2},
+    "tiny": {"layers": 2, "dim": 64, "heads": 2},
+}
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--claim", nargs="+", choices=list("abcd"), default=list("abcd"),
+                        help="claims to run: a pretrained vs scratch, b bigger is better, "
+                        "c predicted vs oracle length, d diffusion vs autoregressive")
+    parser.add_argument("--data", type=Path, help="Multi30k directory (default: "
+                        "../shared/data/multi30k beside the repository)")
+    parser.add_argument("--workdir", type=Path, default=REPO / "work" / "reproduce")
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy sizes on corpus slices: checks the pipeline (CI)")
+    parser.add_argument("--threads", type=int, default=1, help="threads of every run")
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "mini"], choices=list(SIZES),
+                        help="sizes of claim b (the first is the size of claims a, c, d)")
+    parser.add_argument("--mlm-updates", type=int, default=2000)
+    parser.add_argument("--mlm-max-tokens", type=int, default=4096)
+    parser.add_argument("--mlm-lr", type=float, default=1e-3)
+    parser.add_argument("--adapt-updates", type=int, default=3000)
+    parser.add_argument("--adapt-max-tokens", type=int, default=2048)
+    parser.add_argument("--adapt-lr", type=float, default=5e-4)
+    parser.add_argument("--adapt-args", default="--cpu-bf16",
+                        help="extra fairseq-train options of every adaptation run")
+    parser.add_argument("--length-updates", type=int, default=1000)
+    parser.add_argument("--iter-decode-max-iter", type=int, default=10)
+    parser.add_argument("--length-beams", type=int, nargs="+", default=[1, 3, 5, 10])
+    parser.add_argument("--speed-sentences", type=int, default=100,
+                        help="test sentences decoded for the batch-size-1 latency")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "REPRODUCTION.md",
+                        help="where the tables are written (each claim its own section)")
+    parser.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+# ------------------------------------------------------------------ running
+def log(message):
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def fairseq_cli(name):
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name) or name
+
+
+class Pipeline:
+    """The work directory, its state file and the runs that fill it."""
+
+    def __init__(self, args):
+        self.args = args
+        self.workdir = args.workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.workdir / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.sizes = SMOKE_SIZES if args.smoke else SIZES
+        settings = {"smoke": args.smoke, "seed": args.seed}
+        if self.state.setdefault("settings", settings) != settings:
+            raise SystemExit(
+                f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
+                "pass another --workdir or remove it"
+            )
+
+    def save(self):
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.replace(self.state_path)
+
+    def done(self, key):
+        return key in self.state.get("stages", {})
+
+    def record(self, key, value):
+        self.state.setdefault("stages", {})[key] = value
+        self.save()
+
+    def run(self, name, cmd, log_name=None):
+        """Run cmd on --threads threads with its output in WORKDIR/logs/NAME.log.
+
+        Returns the run's provenance: command, wall and CPU seconds, peak load.
+        A failed run exits with the log's tail.
+        """
+        threads = self.args.threads
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{log_name or name}.log"
+        log(f"{name}: {shlex.join(cmd)[:300]} (log {log_path})")
+        loads, stop = [], threading.Event()
+
+        def sample_load():
+            while not stop.wait(15):
+                loads.append(os.getloadavg()[0])
+
+        sampler = threading.Thread(target=sample_load, daemon=True)
+        sampler.start()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.time()
+        with open(log_path, "a") as out:
+            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+            out.flush()
+            code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        stop.set()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if code != 0:
+            lines = log_path.read_text(errors="replace").splitlines()[-30:]
+            raise SystemExit(f"{name} failed (exit {code}); {log_path}:\n" + "\n".join(lines))
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        peak = max(loads) if loads else None
+        return {
+            "command": f"OMP_NUM_THREADS={threads} " + shlex.join(cmd),
+            "wall_s": round(time.time() - started, 1),
+            "cpu_s": round(cpu, 1),
+            "peak_load": peak,
+            # the run's own threads plus one for the sampler's rounding
+            "shared": peak is not None and peak > threads + 0.75,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+
+# --------------------------------------------------------------------- data
+def find_data(path):
+    """The Multi30k directory with its mono/ folder."""
+    candidates = [path.resolve()] if path is not None else [
+        parent / "shared" / "data" / "multi30k" for parent in REPO.parents
+    ]
+    needed = [f"{name}.{lang}" for name in RAW_SPLITS.values() for lang in (SRC, TGT)]
+    needed += [f"mono/train.{lang}" for lang in (SRC, TGT)]
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in needed):
+            return candidate
+    raise SystemExit(
+        f"Multi30k not found (looked in {', '.join(map(str, candidates))}); pass --data DIR "
+        f"holding {', '.join(needed)}"
+    )
+
+
+def slice_corpus(raw, destination):
+    """The --smoke slices: 1000 train pairs, 50 valid and test pairs, 2000 mono lines."""
+    limits = {"train": 1000, "val": 50, "test_2016_flickr": 50, "mono/train": 2000}
+    (destination / "mono").mkdir(parents=True, exist_ok=True)
+    for name, limit in limits.items():
+        for lang in (SRC, TGT):
+            with open(raw / f"{name}.{lang}", encoding="utf-8") as f:
+                head = [line for _, line in zip(range(limit), f)]
+            (destination / f"{name}.{lang}").write_text("".join(head), encoding="utf-8")
+
+
+def encode_lines(spm_model, sources, destination):
+    """Each line of the files ``sources`` as sentencepiece pieces, into ``destination``."""
+    import sentencepiece
+
+    model = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
+    with open(destination, "w", encoding="utf-8") as out:
+        for source in sources:
+            with open(source, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+            out.writelines(" ".join(pieces) + "\n" for pieces in model.encode(lines, out_type=str))
+
+
+def prepare_data(pipe, raw):
+    """data-bin/de-en (prompted), data-bin/de-en-raw (unprompted), data-bin/mono (MLM)."""
+    if pipe.done("data"):
+        return
+    work = pipe.workdir
+    for name in ("data-bin", "text"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    runs = {}
+    prompted, unprompted, mono = (work / "data-bin" / name for name in ("de-en", "de-en-raw", "mono"))
+    runs["prepare"] = pipe.run("prepare", [
+        sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--trainpref", str(raw / "train"), "--validpref", str(raw / "val"),
+        "--testpref", str(raw / "test_2016_flickr"), "--template", TEMPLATE,
+        "--vocab-size", "500" if pipe.args.smoke else "8000", "--destdir", str(prompted),
+    ])
+    spm_model = prompted / "sentencepiece.bpe.model"
+    text = work / "text"
+    text.mkdir()
+    for split, name in RAW_SPLITS.items():
+        for lang in (SRC, TGT):
+            encode_lines(spm_model, [raw / f"{name}.{lang}"], text / f"{split}.{lang}")
+    runs["preprocess_raw"] = pipe.run("preprocess_raw", [
+        fairseq_cli("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
+        "--trainpref", str(text / "train"), "--validpref", str(text / "valid"),
+        "--testpref", str(text / "test"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
+        "--tgtdict", str(prompted / f"dict.{TGT}.txt"), "--destdir", str(unprompted),
+    ])
+    corpus = [raw / "mono" / f"train.{lang}" for lang in (SRC, TGT)]
+    corpus += [raw / f"train.{lang}" for lang in (SRC, TGT)]
+    encode_lines(spm_model, corpus, text / "mono.train")
+    encode_lines(spm_model, [raw / f"val.{lang}" for lang in (SRC, TGT)], text / "mono.valid")
+    runs["preprocess_mono"] = pipe.run("preprocess_mono", [
+        fairseq_cli("fairseq-preprocess"), "--only-source",
+        "--trainpref", str(text / "mono.train"), "--validpref", str(text / "mono.valid"),
+        "--srcdict", str(prompted / f"dict.{SRC}.txt"), "--destdir", str(mono),
+    ])
+    runs["mlm_corpus"] = {
+        "files": [str(path) for path in corpus],
+        "lines": sum(1 for path in corpus for _ in open(path, encoding="utf-8")),
+        "tokens": sum(len(line.split()) for line in open(text / "mono.train", encoding="utf-8")),
+    }
+    pipe.record("data", runs)
+
+
+# ----------------------------------------------------------------- training
+def shape_args(size):
+    return [
+        "--encoder-layers", str(size["layers"]), "--encoder-embed-dim", str(size["dim"]),
+        "--encoder-ffn-embed-dim", str(4 * size["dim"]),
+        "--encoder-attention-heads", str(size["heads"]),
+    ]
+
+
+def optimizer_args(lr, updates, seed):
+    """Adam with a linear warm-up over 10% of the updates, then linear decay to 0."""
+    return [
+        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6",
+        "--clip-norm", "1.0", "--weight-decay", "0.01",
+        "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
+        "--warmup-updates", str(max(1, updates // 10)), "--total-num-update", str(updates),
+        "--max-update", str(updates), "--seed", str(seed),
+        "--cpu", "--num-workers", "0", "--log-format", "simple", "--log-interval", "50",
+        "--no-epoch-checkpoints",
+    ]
+
+
+def train_mlm(pipe, size_name):
+    """fairseq's masked_lm (RoBERTa) on the monolingual corpus; returns its checkpoint."""
+    key = f"mlm-{size_name}"
+    save_dir = pipe.workdir / "checkpoints" / key
+    if not pipe.done(key):
+        args, updates = pipe.args, (30 if pipe.args.smoke else pipe.args.mlm_updates)
+        cmd = [
+            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "mono"),
+            "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
+            "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "roberta",
+            *shape_args(pipe.sizes[size_name]), "--max-positions", "256",
+            "--tokens-per-sample", "128", "--sample-break-mode", "complete",
+            "--dropout", "0.1", "--attention-dropout", "0.1",
+            *optimizer_args(args.mlm_lr, updates, args.seed),
+            "--max-tokens", str(args.mlm_max_tokens),
+            "--save-interval-updates", "250", "--keep-interval-updates", "1",
+            "--validate-interval-updates", "1000", "--skip-invalid-size-inputs-valid-test",
+            "--save-dir", str(save_dir),
+        ]
+        run = pipe.run(key, cmd)
+        run.update(last_validation(pipe.workdir / "logs" / f"{key}.log"))
+        pipe.record(key, run)
+    return save_dir / "checkpoint_last.pt"
+
+
+VALID_RE = re.compile(r"valid on 'valid' subset \| (.*)")
+VALID_LOSS_RE = re.compile(r"valid on 'valid' subset \| loss ([\d.]+) \|.*?num_updates (\d+)")
+
+
+def last_validation(log_path):
+    """The last ``valid on 'valid'`` line of a fairseq-train log as a dict of floats."""
+    found = VALID_RE.findall(log_path.read_text(errors="replace"))
+    if not found:
+        return {}
+    values = {}
+    for item in found[-1].split(" | "):
+        name, _, value = item.partition(" ")
+        try:
+            values[f"valid_{name}"] = float(value.replace(",", ""))
+        except ValueError:
+            pass
+    return values
+
+
+
+def adapt(pipe, size_name, init, mlm_checkpoint=None):
+    """Diffusive adaptation on de->en (stage 1, no joint length loss); its save dir.
+
+    ``pretrained`` starts from the masked LM, ``scratch`` from random weights with
+    label smoothing 0.1 (the paper's setting for models without pretraining, §A.1);
+    both see the same batches in the same order.
+    """
+    key = f"adapt-{size_name}-{init}"
+    save_dir = pipe.workdir / "checkpoints" / key
+    if not pipe.done(key):
+        args = pipe.args
+        updates = 40 if args.smoke else args.adapt_updates
+        interval = max(10, updates // 6)
+        cmd = [
+            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en"),
+            "--user-dir", str(USER_DIR), "--task", "prompted_translation", "-s", SRC, "-t", TGT,
+            "--arch", "diffusion_xlmr_tiny", *shape_args(pipe.sizes[size_name]),
+            "--max-positions", "256", "--criterion", "masked_diffusion",
+            "--length-loss-factor", "0", "--dropout", "0.1",
+            *optimizer_args(args.adapt_lr, updates, args.seed),
+            "--max-tokens", str(args.adapt_max_tokens), "--required-batch-size-multiple", "1",
+            "--save-interval-updates", str(interval), "--keep-interval-updates", "-1",
+            "--validate-interval-updates", str(interval), "--fixed-validation-seed", "7",
+            "--save-dir", str(save_dir), *shlex.split(args.adapt_args),
+        ]
+        if init == "pretrained":
+            cmd += ["--pretrained-mlm", str(mlm_checkpoint), "--pretrained-vocab", "full"]
+        else:
+            cmd += ["--label-smoothing", "0.1"]
+        run = pipe.run(key, cmd)
+        run["train_wall_s"] = training_time(save_dir / "checkpoint_last.pt")
+        pipe.record(key, run)
+    return save_dir
+
+
+def train_length(pipe, size_name, init):
+    """The paper's stage 2: the separate length predictor on the frozen denoiser."""
+    key = f"length-{size_name}-{init}"
+    save_dir = pipe.workdir / "checkpoints" / key
+    if not pipe.done(key):
+        args = pipe.args
+        updates = 20 if args.smoke else args.length_updates
+        cmd = [
+            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en"),
+            "--user-dir", str(USER_DIR), "--task", "prompted_translation", "-s", SRC, "-t", TGT,
+            "--arch", "diffusion_xlmr_tiny", *shape_args(pipe.sizes[size_name]),
+            "--max-positions", "256", "--length-predictor", "separate",
+            "--criterion", "length_prediction",
+            "--finetune-from-model",
+            str(pipe.workdir / "checkpoints" / f"adapt-{size_name}-{init}" / "checkpoint_last.pt"),
+            *optimizer_args(1e-3, updates, args.seed),
+            "--max-tokens", str(args.adapt_max_tokens), "--required-batch-size-multiple", "1",
+            "--save-interval-updates", str(max(10, updates // 4)), "--keep-interval-updates", "1",
+            "--disable-validation", "--save-dir", str(save_dir), *shlex.split(args.adapt_args),
+        ]
+        pipe.record(key, pipe.run(key, cmd))
+    return save_dir / "checkpoint_last.pt"
+
+
+def train_transformer(pipe, size_name, seconds):
+    """fairseq's transformer (half the layers each side) for ``seconds`` of training."""
+    key = f"transformer-{size_name}"
+    save_dir = pipe.workdir / "checkpoints" / key
+    if not pipe.done(key):
+        size, args = pipe.sizes[size_name], pipe.args
+        half = max(1, size["layers"] // 2)
+        cmd = [
+            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en-raw"),
+            "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
+            "--task", "translation", "-s", SRC, "-t", TGT, "--arch", "transformer",
+            "--encoder-layers", str(half), "--decoder-layers", str(half),
+            "--encoder-embed-dim", str(size["dim"]), "--decoder-embed-dim", str(size["dim"]),
+            "--encoder-ffn-embed-dim", str(4 * size["dim"]),
+            "--decoder-ffn-embed-dim", str(4 * size["dim"]),
+            "--encoder-attention-heads", str(size["heads"]),
+            "--decoder-attention-heads", str(size["heads"]),
+            "--share-all-embeddings", "--dropout", "0.1",
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
+            "--weight-decay", "0.01", "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", "40" if args.smoke else "1000", "--warmup-init-lr", "1e-07",
+            "--max-tokens", "4096", "--stop-time-hours", f"{seconds / 3600:.6f}",
+            "--seed", str(args.seed), "--cpu", "--num-workers", "0",
+            "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
+            "--save-interval-updates", "10" if args.smoke else "250",
+            "--keep-interval-updates", "-1", "--validate-interval-updates",
+            "10" if args.smoke else "250", "--save-dir", str(save_dir),
+        ]
+        run = pipe.run(key, cmd)
+        run["train_wall_s"] = training_time(save_dir / "checkpoint_last.pt")
+        pipe.record(key, run)
+    return save_dir
+
+
+def training_time(checkpoint):
+    """Seconds of training a fairseq checkpoint has seen (its cumulative training time)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    extra = state["extra_state"]
+    return round(extra.get("previous_training_time", 0.0), 1)
+
+
+def checkpoint_facts(checkpoint):
+    """Parameters (unique, length predictor excluded) and updates of a checkpoint."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    tensors = {
+        name: value for name, value in state["model"].items()
+        if not name.startswith("length_predictor.") and not name.startswith("length_head.")
+    }
+    unique = {}
+    for name, value in tensors.items():
+        unique.setdefault((value.data_ptr(), tuple(value.shape)), value.numel())
+    return {
+        "parameters": sum(unique.values()),
+        "updates": state["optimizer_history"][-1]["num_updates"],
+    }
+
+
+# --------------------------------------------------------------- evaluation
+TRANSLATED_RE = re.compile(r"Translated ([\d,]+) sentences .*?\(([\d.]+) sentences/s")
+STEPS_RE = re.compile(r"^I-(\d+)\t(\d+)", re.M)
+
+
+def generate(pipe, key, checkpoint, split, kind, extra=(), batch_size=64, shards=None):
+    """fairseq-generate on ``split``; returns hypotheses by id, sentences/s and steps.
+
+    ``kind`` is ``diffusion`` (the plugin) or ``ar`` (beam 5). ``shards`` (N, i) decodes
+    fairseq-generate's shard i of N (``--num-shards``), a fixed subset.
+    """
+    name = f"generate-{key}-{split}" + (f"-shard{shards[1]}of{shards[0]}" if shards else "")
+    name += f"-bs{batch_size}" if batch_size != 64 else ""
+    if not pipe.done(name):
+        args = pipe.args
+        if kind == "diffusion":
+            data = pipe.workdir / "data-bin" / "de-en"
+            cmd = [
+                fairseq_cli("fairseq-generate"), str(data), "--user-dir", str(USER_DIR),
+                "--task", "prompted_translation",
+                "--iter-decode-max-iter", str(3 if args.smoke else args.iter_decode_max_iter),
+                "--print-step",
+            ]
+        else:
+            data = pipe.workdir / "data-bin" / "de-en-raw"
+            cmd = [fairseq_cli("fairseq-generate"), str(data), "--user-dir", str(USER_DIR),
+                   "--task", "translation", "--beam", "5"]
+        cmd += [
+            "-s", SRC, "-t", TGT, "--path", str(checkpoint), "--gen-subset", split,
+            "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+            "--post-process", "sentencepiece", "--cpu", "--num-workers", "0", *extra,
+        ]
+        if shards:
+            cmd += ["--num-shards", str(shards[0]), "--shard-id", str(shards[1])]
+        run = pipe.run(name, cmd)
+        text = (pipe.workdir / "logs" / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+        hypotheses, targets = {}, {}
+        for line in text.splitlines():
+            fields = line.split("\t")
+            if line.startswith("D-"):
+                hypotheses[fields[0][2:]] = fields[2] if len(fields) > 2 else ""
+            elif line.startswith("T-"):
+                targets[fields[0][2:]] = fields[1] if len(fields) > 1 else ""
+        speed = TRANSLATED_RE.findall(text)
+        steps = [int(s) for _, s in STEPS_RE.findall(text)]
+        run.update({
+            "hypotheses": hypotheses,
+            "sentences_per_second": float(speed[-1][1]) if speed else None,
+            "mean_steps": sum(steps) / len(steps) if steps else None,
+        })
+        pipe.record(name, run)
+    return pipe.state["stages"][name]
+
+
+def references_side(raw, split, lang):
+    """The raw lines of one side of a split."""
+    with open(raw / f"{RAW_SPLITS[split]}.{lang}", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def references(raw, split):
+    return references_side(raw, split, TGT)
+
+
+def bleu(decoded, refs):
+    """sacreBLEU (13a, mixed case) of the decoded ids against the raw references."""
+    import sacrebleu
+
+    ids = sorted(decoded["hypotheses"], key=int)
+    metric = sacrebleu.BLEU()
+    score = metric.corpus_score([decoded["hypotheses"][i] for i in ids], [[refs[int(i)] for i in ids]])
+    return round(score.score, 2), str(metric.get_signature())
+
+
+def repetition(decoded):
+    """Share of adjacent repeated words (w_i == w_{i-1}) over all adjacent pairs."""
+    pairs = repeats = 0
+    for text in decoded["hypotheses"].values():
+        words = text.split()
+        pairs += max(len(words) - 1, 0)
+        repeats += sum(a == b for a, b in zip(words, words[1:]))
+    return round(100.0 * repeats / max(pairs, 1), 2)
+
+
+
+# ------------------------------------------------------------------- claims
+def diffusion_options(beam=3, oracle=False, selection="score"):
+    """(key suffix, fairseq-generate options) of one decoding setting."""
+    options = ["--iter-decode-with-beam", str(beam), "--candidate-selection", selection]
+    suffix = f"lb{beam}" + ("-oracle" if oracle else "") + ("" if selection == "score" else f"-{selection}")
+    return suffix, options + (["--oracle-length"] if oracle else [])
+
+
+class Claims:
+    """Runs what each claim needs (skipping what is done) and returns its table."""
+
+    def __init__(self, pipe, raw):
+        self.pipe, self.raw, self.args = pipe, raw, pipe.args
+        self.refs = {split: references(raw, split) for split in ("valid", "test")}
+        self.size = self.args.sizes[0]
+
+    def mlm(self, size):
+        return train_mlm(self.pipe, size)
+
+    def denoiser(self, size, init):
+        """The stage-2 checkpoint (denoiser + separate length predictor) of size/init."""
+        adapt(self.pipe, size, init, self.mlm(size) if init == "pretrained" else None)
+        return train_length(self.pipe, size, init)
+
+    def decode(self, size, init, split, **setting):
+        suffix, options = diffusion_options(**setting)
+        decoded = generate(self.pipe, f"{size}-{init}-{suffix}", self.denoiser(size, init), split,
+                           "diffusion", options)
+        return decoded, bleu(decoded, self.refs[split])
+
+    def shared(self, *keys):
+        stages = self.pipe.state["stages"]
+        names = [key for key in keys if stages.get(key, {}).get("shared")]
+        return "shared (" + ", ".join(names) + ")" if names else "alone"
+
+    def facts(self, key):
+        return checkpoint_facts(self.pipe.workdir / "checkpoints" / key / "checkpoint_last.pt")
+
+    def a(self):
+        rows, test = [], {}
+        for init in ("pretrained", "scratch"):
+            (_, (valid, _)), (decoded, (test[init], signature)) = (
+                self.decode(self.size, init, split) for split in ("valid", "test")
+            )
+            facts = self.facts(f"adapt-{self.size}-{init}")
+            rows.append([
+                "masked LM, then adapted" if init == "pretrained" else "from scratch",
+                f"{facts['parameters'] / 1e6:.2f}M", f"{facts['updates']:,}",
+                f"{valid:.2f}", f"{test[init]:.2f}", f"{repetition(decoded):.2f}%",
+                self.shared(f"adapt-{self.size}-{init}", f"length-{self.size}-{init}"),
+            ])
+        ratio = test["pretrained"] / test["scratch"] if test["scratch"] > 0 else float("inf")
+        return table(
+            ["init", "parameters", "adaptation updates", "BLEU val", "BLEU test2016",
+             "repeated adjacent words", "runs"], rows,
+            [f"Pretrained + adapted / from scratch on test2016: **{ratio:.2f}×**. "
+             f"sacreBLEU `{signature}`."],
+        )
+
+    def b(self):
+        rows = []
+        for size in self.args.sizes:
+            (_, (valid, _)), (_, (test, signature)) = (
+                self.decode(size, "pretrained", split) for split in ("valid", "test")
+            )
+            mlm_run = self.pipe.state["stages"][f"mlm-{size}"]
+            facts, shape = self.facts(f"adapt-{size}-pretrained"), self.pipe.sizes[size]
+            rows.append([
+                f"{size} ({shape['layers']} × {shape['dim']})", f"{facts['parameters'] / 1e6:.2f}M",
+                f"{mlm_run.get('valid_ppl', float('nan')):.1f}", f"{facts['updates']:,}",
+                f"{valid:.2f}", f"{test:.2f}",
+                self.shared(f"mlm-{size}", f"adapt-{size}-pretrained", f"length-{size}-pretrained"),
+            ])
+        rows.sort(key=lambda row: float(row[1][:-1]))
+        return table(
+            ["size", "parameters", "MLM valid ppl", "adaptation updates", "BLEU val",
+             "BLEU test2016", "runs"], rows, [f"sacreBLEU `{signature}`."],
+        )
+
+    def c(self):
+        rows = []
+        for size in self.args.sizes:
+            for selection in ("score",):
+                cells = []
+                for beam in self.args.length_beams:
+                    cells.append(self.decode(size, "pretrained", "test", beam=beam,
+                                             selection=selection)[1][0])
+                oracle = self.decode(size, "pretrained", "test", beam=1, oracle=True)[1][0]
+                rows.append([size, selection, *[f"{c:.2f}" for c in cells], f"{oracle:.2f}",
+                             f"{oracle - cells[-1]:+.2f}"])
+        header = ["size", "candidate selection", *[f"LB {b}" for b in self.args.length_beams],
+                  "oracle length", "oracle − last LB"]
+        return table(header, rows, [
+            "BLEU on test2016 with the separate (stage-2) length predictor; LB k decodes "
+            "the predictor's k most likely lengths and keeps the candidate chosen by the "
+            "selection rule (`score`: mean token log-prob, the paper's)."
+        ])
+
+    def d(self):
+        args, size = self.args, self.size
+        key = f"adapt-{size}-pretrained"
+        self.denoiser(size, "pretrained")
+        seconds = self.pipe.state["stages"][key]["train_wall_s"]
+        transformer = train_transformer(self.pipe, size, seconds) / "checkpoint_last.pt"
+        suffix, options = diffusion_options()
+        systems = {
+            "diffusion (masked LM, then adapted)": (f"{size}-pretrained-{suffix}",
+                                                    self.denoiser(size, "pretrained"), "diffusion", options),
+            "fairseq transformer, beam 5": (f"transformer-{size}", transformer, "ar", []),
+        }
+        rows, scores = [], []
+        for label, (name, checkpoint, kind, options) in systems.items():
+            valid = bleu(generate(self.pipe, name, checkpoint, "valid", kind, options), self.refs["valid"])[0]
+            decoded = generate(self.pipe, name, checkpoint, "test", kind, options)
+            test, signature = bleu(decoded, self.refs["test"])
+            shards = 5 if args.smoke else max(1, 1000 // args.speed_sentences)
+            single = generate(self.pipe, name, checkpoint, "test", kind, options, batch_size=1,
+                              shards=(shards, 0))
+            train_key = key if kind == "diffusion" else f"transformer-{size}"
+            facts = self.facts(train_key)
+            steps = decoded["mean_steps"]
+            rows.append([
+                label, f"{facts['parameters'] / 1e6:.2f}M",
+                f"{self.pipe.state['stages'][train_key]['train_wall_s'] / 60:.1f}",
+                f"{facts['updates']:,}", f"{valid:.2f}", f"{test:.2f}",
+                f"{single['sentences_per_second']:.2f}", f"{decoded['sentences_per_second']:.2f}",
+                f"{steps:.1f}" if steps else "one per token", f"{repetition(decoded):.2f}%",
+                self.shared(train_key),
+            ])
+            scores.append(test)
+        ratio = scores[0] / scores[1] if scores[1] > 0 else float("inf")
+        curves, examples = self.curves(), self.examples()
+        return table(
+            ["system", "parameters", "training min", "updates", "BLEU val", "BLEU test2016",
+             "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
+            rows,
+            [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
+             f"**{ratio:.2f}×**. sacreBLEU `{signature}`."],
+        ) + "\n\n### Training curves\n\n" + curves + "\n\n### Examples (test2016)\n\n" + examples
+
+
+    def curves(self):
+        """Valid loss and BLEU against updates of every trained run, as docs/img/reproduction_curves.png.
+
+        BLEU comes from each interval checkpoint decoded on a fixed fifth of val
+        (fairseq-generate --num-shards 5 --shard-id 0): the diffusion checkpoints of stage 1
+        have no trained length predictor yet, so they decode at the oracle length.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        runs = [key for key in (f"adapt-{self.size}-pretrained", f"adapt-{self.size}-scratch",
+                                f"transformer-{self.size}") if self.pipe.done(key)]
+        figure, (loss_axes, bleu_axes) = plt.subplots(1, 2, figsize=(10, 3.8))
+        points = {}
+        for key in runs:
+            log_path = self.pipe.workdir / "logs" / f"{key}.log"
+            losses = VALID_LOSS_RE.findall(log_path.read_text(errors="replace"))
+            loss_by_update = {int(u): float(loss) for loss, u in losses}
+            loss_axes.plot(sorted(loss_by_update), [loss_by_update[u] for u in sorted(loss_by_update)],
+                           marker="o", label=key)
+            kind = "ar" if key.startswith("transformer") else "diffusion"
+            options = [] if kind == "ar" else ["--oracle-length", "--iter-decode-with-beam", "1"]
+            scores = {}
+            for updates, checkpoint in curve_checkpoints(self.pipe.workdir / "checkpoints" / key,
+                                                         2 if self.args.smoke else 8):
+                decoded = generate(self.pipe, f"curve-{key}-{updates}", checkpoint, "valid", kind,
+                                   options, shards=(5, 0))
+                scores[updates] = bleu(decoded, self.refs["valid"])[0]
+            bleu_axes.plot(sorted(scores), [scores[u] for u in sorted(scores)], marker="o", label=key)
+            points[key] = scores
+        loss_axes.set(xlabel="updates", ylabel="valid loss (base 2; each model its own loss)",
+                      title="validation loss")
+        bleu_axes.set(xlabel="updates", ylabel="BLEU, 1/5 of val",
+                      title="BLEU (diffusion: oracle length)")
+        for axes in (loss_axes, bleu_axes):
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=7)
+        figure.tight_layout()
+        image = (REPO / "docs" / "img" if not self.args.smoke else self.pipe.workdir) / "reproduction_curves.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(image, dpi=110)
+        rows = [[key, *[f"{u}: {b:.2f}" for u, b in sorted(scores.items())]] for key, scores in points.items()]
+        width = max(len(row) for row in rows) if rows else 1
+        rows = [row + [""] * (width - len(row)) for row in rows]
+        return (table(["run", *[f"point {i}" for i in range(1, width)]], rows)
+                + f"\n\n![training curves](img/{image.name})")
+
+    def examples(self, count=4):
+        """The first ``count`` test sentences with the reference and both systems' output."""
+        suffix, _ = diffusion_options()
+        stages = self.pipe.state["stages"]
+        diffusion = stages.get(f"generate-{self.size}-pretrained-{suffix}-test", {}).get("hypotheses", {})
+        ar = stages.get(f"generate-transformer-{self.size}-test", {}).get("hypotheses", {})
+        sources = references_side(self.raw, "test", SRC)
+        rows = [[sources[i], self.refs["test"][i], diffusion.get(str(i), ""), ar.get(str(i), "")]
+                for i in range(min(count, len(sources)))]
+        return table(["source", "reference", "diffusion", "transformer"],
+                     [[shorten(cell) for cell in row] for row in rows])
+
+
+def curve_checkpoints(save_dir, most):
+    """(updates, path) of at most ``most`` interval checkpoints, evenly spaced, the last included."""
+    found = sorted((int(path.stem.rsplit("_", 1)[1]), path) for path in save_dir.glob("checkpoint_*_*.pt"))
+    if len(found) <= most:
+        return found
+    step = (len(found) - 1) / (most - 1)
+    return [found[round(i * step)] for i in range(most)]
+
+
+def shorten(text, most=160):
+    """A table cell: at most ``most`` characters, ``|`` escaped."""
+    text = text if len(text) <= most else text[: most - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def table(header, rows, notes=()):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)
+
+
+CLAIM_TITLES = {
+    "a": "(a) Pretrained vs from scratch",
+    "b": "(b) Bigger is better",
+    "c": "(c) Predicted vs oracle length",
+    "d": "(d) Diffusion vs autoregressive",
+}
+
+
+def write_section(doc, claim, body):
+    """Replace (or append) the section of ``claim`` in the markdown file ``doc``."""
+    start, end = f"<!-- claim {claim} -->", f"<!-- /claim {claim} -->"
+    section = f"{start}\n{body}\n{end}"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Reproduction in miniature\n"
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(doc)
+
+
+def main(args):
+    pipe = Pipeline(args)
+    raw = find_data(args.data)
+    with tempfile.TemporaryDirectory() as slices:
+        if args.smoke:
+            slice_corpus(raw, Path(slices))
+            raw = Path(slices)
+        prepare_data(pipe, raw)
+        claims = Claims(pipe, raw)
+        for claim in args.claim:
+            body = getattr(claims, claim)()
+            command = "python benchmarks/reproduce.py --claim " + claim + (" --smoke" if args.smoke else "")
+            section = f"## {CLAIM_TITLES[claim]}\n\n`{command}`\n\n{body}"
+            print(section, flush=True)
+            pipe.record(f"table-{claim}", section)
+            if not args.smoke:
+                write_section(args.doc, claim, section)
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())

@@ -1,0 +1,101 @@
+"""benchmarks/reproduce.py --smoke: every claim's pipeline at toy sizes, the shape of its
+table and the provenance of its runs (never its numbers)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import BIN, ROOT
+
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+
+
+def reproduce(workdir, *claims):
+    result = subprocess.run(
+        [str(BIN / "python"), "benchmarks/reproduce.py", "--smoke", "--workdir", str(workdir),
+         "--claim", *claims],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def rows(section_text, first_cell):
+    """Table rows (lists of cells) of the printed section whose first cell matches."""
+    found = []
+    for line in section_text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
+            found.append(cells)
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    if not (MULTI30K / "mono").is_dir():
+        pytest.skip(f"the shared Multi30k corpus with mono/ is not at {MULTI30K}")
+    workdir = tmp_path_factory.mktemp("reproduce")
+    first = reproduce(workdir, "a")
+    rest = reproduce(workdir, "b", "c", "d")
+    state = json.loads((workdir / "state.json").read_text())
+    return workdir, first, rest, state
+
+
+def test_claim_a_compares_pretrained_and_scratch_on_the_same_batches(smoke):
+    workdir, output, _, state = smoke
+    assert "## (a) Pretrained vs from scratch" in output
+    table = rows(output, r"masked LM, then adapted|from scratch")
+    assert [row[0] for row in table] == ["masked LM, then adapted", "from scratch"]
+    assert all(len(row) == 7 for row in table)
+    assert re.search(r"Pretrained \+ adapted / from scratch on test2016: \*\*[\d.]+×\*\*", output)
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in output
+    # only the pretrained run read the masked LM; both made the same updates
+    pretrained = (workdir / "logs" / "adapt-tiny-pretrained.log").read_text()
+    scratch = (workdir / "logs" / "adapt-tiny-scratch.log").read_text()
+    assert re.search(r"initialised from .*mlm-tiny/checkpoint_last\.pt", pretrained)
+    assert "initialised from" not in scratch
+    assert table[0][2] == table[1][2]
+    wpb = re.compile(r"\| train \| epoch \d+ \|.*?wpb ([\d.]+)")
+    assert wpb.findall(pretrained) == wpb.findall(scratch)
+
+
+def test_every_run_records_its_command_and_whether_it_shared_the_machine(smoke):
+    _, _, _, state = smoke
+    trainings = [key for key in state["stages"] if key.split("-")[0] in
+                 ("mlm", "adapt", "length", "transformer")]
+    assert {"mlm-tiny", "mlm-mini", "adapt-tiny-pretrained", "adapt-tiny-scratch",
+            "length-tiny-pretrained", "transformer-tiny"} <= set(trainings)
+    for key in trainings:
+        run = state["stages"][key]
+        assert run["command"].startswith("OMP_NUM_THREADS=1 ")
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0 and isinstance(run["shared"], bool)
+
+
+def test_claims_b_c_d_tables(smoke):
+    _, _, output, state = smoke
+    sizes = rows(output, r"(mini|tiny) \(\d+ × \d+\)")
+    assert [row[0].split()[0] for row in sizes] == ["mini", "tiny"]  # ordered by parameters
+    assert float(sizes[0][1][:-1]) < float(sizes[1][1][:-1])
+    beams = rows(output, r"mini|tiny")
+    header = [line for line in output.splitlines() if line.startswith("| size | candidate")][0]
+    assert "| LB 1 | LB 3 | LB 5 | LB 10 | oracle length |" in header
+    assert {row[0] for row in beams} == {"mini", "tiny"} and all(len(row) == 8 for row in beams)
+    systems = rows(output, r"diffusion \(masked LM, then adapted\)|fairseq transformer, beam 5")
+    assert len(systems) == 2 and all(len(row) == 11 for row in systems)
+    assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
+    assert "### Training curves" in output and "### Examples (test2016)" in output
+    # the transformer trained for the adaptation's training time (fairseq --stop-time-hours)
+    seconds = state["stages"]["adapt-tiny-pretrained"]["train_wall_s"]
+    assert f"--stop-time-hours {seconds / 3600:.6f}" in state["stages"]["transformer-tiny"]["command"]
+
+
+def test_a_second_run_resumes_without_training_again(smoke):
+    workdir, _, _, state = smoke
+    before = {key: value.get("finished") for key, value in state["stages"].items()
+              if isinstance(value, dict)}
+    output = reproduce(workdir, "a")
+    after = json.loads((workdir / "state.json").read_text())["stages"]
+    assert {key: after[key].get("finished") for key in before} == before
+    assert "## (a) Pretrained vs from scratch" in output
