@@ -466,6 +466,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
         lm_head_positions: str = "undecided",
         prompt_cache: bool = False,
         prompt_cache_refresh: int = 0,
+        temperature_scales_scores: bool = False,
         **kwargs,
     ):
         """One reverse-diffusion step over every canvas; returns the next DecoderOut.
@@ -482,7 +483,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
         the prompt's per-layer states cached in ``encoder_out`` (exact with
         ``--prompt-attention prefix``; otherwise taken from a full pass at the first
         step and, with ``prompt_cache_refresh`` N > 0, every N steps, Fast-dLLM's
-        approximate cache).
+        approximate cache). ``temperature`` changes only what ``sampling`` draws from
+        (``temperature_scales_scores``: also the scores; see ``token_proposals``).
         """
         strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
         tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
@@ -513,7 +515,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
             logits = self.output_layer(self.extract_features(tokens, prompt_lengths), head_positions)
         logits[:, self.never_emitted] = float("-inf")
         best_tokens, best_scores, best_confidence = token_proposals(
-            logits, temperature, sampling, confidence, generator
+            logits, temperature, sampling, confidence, generator, temperature_scales_scores
         )
         proposal_tokens = tokens.masked_scatter(head_positions, best_tokens)
         proposal_scores = torch.zeros_like(scores).masked_scatter(head_positions, best_scores)
