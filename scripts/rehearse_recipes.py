@@ -116,22 +116,19 @@ def write(path, lines):
 def write_corpora(work, data):
     """The tiny corpora, where each prepare script finds its (stubbed) downloads."""
     sizes = {"train": 160, "valid": 16, "test": 16}
-    iwslt = work / "iwslt14"
-    for split, count in sizes.items():
-        source = "train_sample" if split == "train" else "valid"
-        skip = 0 if split != "test" else sizes["valid"]
-        for lang in ("de", "en"):
-            lines = head(data / "iwslt14" / f"{source}.{lang}", skip + count)[skip:]
-            write(iwslt / "iwslt14.tokenized.de-en" / "tmp" / f"{split}.{lang}", lines)
-    write(iwslt / "prepare-iwslt14.sh", ["exit 0  # rehearsal: the corpus is already in tmp/\n"])
-    wmt = work / "wmt14"
-    for split, count in sizes.items():
-        source = "train_sample" if split == "train" else "newstest2013.tok"
-        skip = 0 if split != "test" else sizes["valid"]
-        for lang in ("en", "de"):
-            lines = head(data / "wmt14" / f"{source}.{lang}", skip + count)[skip:]
-            write(wmt / "wmt14_en_de" / "tmp" / f"{split}.{lang}", lines)
-    write(wmt / "prepare-wmt14en2de.sh", ["exit 0  # rehearsal: the corpus is already in tmp/\n"])
+    # (task directory, fairseq's preparation script, its output, shared corpus, heldout file, languages)
+    translation = [
+        ("iwslt14", "prepare-iwslt14.sh", "iwslt14.tokenized.de-en", "iwslt14", "valid", ("de", "en")),
+        ("wmt14", "prepare-wmt14en2de.sh", "wmt14_en_de", "wmt14", "newstest2013.tok", ("en", "de")),
+    ]
+    for directory, script, output, corpus, heldout, langs in translation:
+        for split, count in sizes.items():
+            source = "train_sample" if split == "train" else heldout
+            skip = sizes["valid"] if split == "test" else 0
+            for lang in langs:
+                lines = head(data / corpus / f"{source}.{lang}", skip + count)[skip:]
+                write(work / directory / output / "tmp" / f"{split}.{lang}", lines)
+        write(work / directory / script, ["exit 0  # rehearsal: the corpus is already in tmp/\n"])
     giga = work / "gigaword"
     org = giga / "org_data"
     offset = 0
