@@ -88,20 +88,27 @@ class ReverseStrategy:
 
 
 def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = False,
-                    confidence: str = "prob", generator: Optional[torch.Generator] = None):
+                    confidence: str = "prob", generator: Optional[torch.Generator] = None,
+                    temperature_scales_scores: bool = False):
     """The reverse step's proposal at every position from the model's logits.
 
     logits (N, V) with forbidden symbols at -inf. Returns (tokens (N,), log-prob of
-    each token (N,), log-confidence (N,)): the argmax (or a sample when ``sampling``)
-    of ``softmax(logits / temperature)``; the confidence is that token's probability
-    (``prob``), the gap between the two most likely tokens (``margin``) or one minus
-    the normalised entropy (``entropy``), all in [0, 1], returned as logs.
+    each token (N,), log-confidence (N,)): the argmax of ``softmax(logits)``, or with
+    ``sampling`` a sample of ``softmax(logits / temperature)``; scores and confidences
+    come from the untempered ``softmax(logits)``, as in the official code, unless
+    ``temperature_scales_scores`` (then from ``softmax(logits / temperature)``). The
+    confidence is that token's probability (``prob``), the gap between the two most
+    likely tokens (``margin``) or one minus the normalised entropy (``entropy``), all
+    in [0, 1], returned as logs.
     """
     if temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {temperature}")
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    log_probs = torch.log_softmax(logits.float() / (temperature if temperature_scales_scores else 1.0), dim=-1)
     if sampling:
-        tokens = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+        tempered = log_probs
+        if temperature != 1.0 and not temperature_scales_scores:
+            tempered = torch.log_softmax(logits.float() / temperature, dim=-1)
+        tokens = torch.multinomial(tempered.exp(), 1, generator=generator).squeeze(-1)
     else:
         tokens = log_probs.argmax(-1)
     scores = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -198,6 +205,22 @@ class AbsorbingDiffusion:
         """``floor(N * schedule_rate(step))`` for each row; num_tokens: LongTensor (B,)."""
         rate = cls.schedule_rate(step, max_step, schedule)
         return (num_tokens.double() * rate).floor().long()
+
+    @classmethod
+    def may_change_unmasked(cls, num_tokens: Tensor, step: int, max_step: int,
+                            strategy: ReverseStrategy) -> Tensor:
+        """Bool (B,): whether a step after ``step`` may still change a canvas of
+        ``num_tokens`` (B,) target positions that holds no ``<mask>``.
+
+        Only RDM's conditional re-masking (``reparam-cond-*``) may: it re-masks part of
+        the scheduled lowest-ranked positions, so a canvas can run out of masks while
+        later steps still re-mask. The scheduled count never grows, so the next step's
+        decides. Every other strategy leaves exactly the scheduled count masked (or
+        never re-masks), so a canvas without ``<mask>`` stays as it is.
+        """
+        if not (strategy.kind == "reparam" and strategy.conditional_remask) or step >= max_step:
+            return torch.zeros_like(num_tokens, dtype=torch.bool)
+        return cls.num_masked_after(num_tokens, step + 1, max_step, strategy.schedule) > 0
 
     def reverse_step(
         self,

@@ -7,7 +7,7 @@ import sacrebleu
 import torch
 from fairseq import utils
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
 from diffusion_plugin.models.diffusion_xlmr import LM_HEAD_POSITIONS
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,11 @@ class DiffusionGenerator:
     around its argmax, or the reference length) each get ``samples_per_length``
     canvases (which differ only under sampling or a stochastic strategy); all canvases of
     a batch are denoised together for at most ``max_iter`` steps. A canvas leaves the
-    batch as soon as nothing in it is masked: no strategy changes a canvas after
-    that, so stopping early changes no output (``force_max_iter`` runs every step
-    anyway). Candidates are ordered by mean token log-prob or by minimum Bayes risk.
+    batch as soon as nothing in it is masked and no later step can change it
+    (``AbsorbingDiffusion.may_change_unmasked``: ``reparam-cond-*`` keeps a canvas while
+    its schedule still re-masks), so stopping early changes no output
+    (``force_max_iter`` runs every step anyway, as the official code does).
+    Candidates are ordered by mean token log-prob or by minimum Bayes risk.
 
     Speed options that change no output: ``lm_head_positions`` (see
     ``DiffusionXLMRModel.forward_decoder``), ``keep_finished`` (finished canvases stay
@@ -59,6 +61,7 @@ class DiffusionGenerator:
         separate_length_candidates: bool = False,
         prompt_cache: bool = False,
         prompt_cache_refresh: int = 0,
+        temperature_scales_scores: bool = False,
     ):
         if max_iter < 1:
             raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
@@ -118,6 +121,7 @@ class DiffusionGenerator:
             lm_head_positions=lm_head_positions,
             prompt_cache=prompt_cache,
             prompt_cache_refresh=prompt_cache_refresh,
+            temperature_scales_scores=temperature_scales_scores,
         )
         self.keep_finished = keep_finished
         self.separate_length_candidates = separate_length_candidates
@@ -230,8 +234,8 @@ class DiffusionGenerator:
         """Run the reverse process on one canvas per entry of lengths (N,).
 
         Returns, per canvas, (tokens (L,), scores (L,), steps, history or None) as it
-        was when it finished: when nothing in it was masked any more, or at step
-        ``max_iter``.
+        was when it finished: when nothing in it was masked and no later step could
+        change it, or at step ``max_iter``.
         """
         decoder_out = model.initialize_output_tokens(
             encoder_out, encoder_out["src_tokens"], target_lengths=lengths
@@ -250,7 +254,10 @@ class DiffusionGenerator:
             elif self.force_max_iter:
                 done = tokens.new_zeros(tokens.size(0)).bool()
             else:
-                done = ~tokens.eq(model.mask).any(1)
+                num_tokens = tokens.ne(self.pad).sum(1) - encoder_out["prompt_lengths"] - 1
+                done = ~tokens.eq(model.mask).any(1) & ~AbsorbingDiffusion.may_change_unmasked(
+                    num_tokens, decoder_out.step, self.max_iter, self.strategy
+                )
             for local in done.nonzero().view(-1).tolist():
                 index = int(active[local])
                 if finals[index] is None:

@@ -10,13 +10,18 @@ Pretrained masked LMs into and out of ``diffusion_xlmr`` (method spec §1.1, §3
   ``pytorch_model.bin``, tokenizer files);
 - a released Diffusion-LLM directory (``flan_v2.*.length``): ``pytorch_model.bin`` with the
   Hugging Face weights under ``model.`` and the ``length_trm`` / ``length_predictor``
-  modules, tokenizer files.
+  modules, tokenizer files;
+- a checkpoint the official code's Hugging Face ``Trainer`` wrote: ``checkpoint-N/`` with
+  that ``pytorch_model.bin`` only, or the run directory holding ``checkpoint-N/``
+  directories (:func:`trainer_checkpoint`); the config and tokenizer come from the
+  XLM-R directory it was trained from (``vocabulary_dir``).
 
 Each becomes the parameters of fairseq's ``RobertaEncoder`` and the token string of
 every embedding row. :func:`load_pretrained_mlm` copies them into a model, the rows
 chosen by the strings of the task dictionary; :func:`to_huggingface` goes back.
 """
 
+import json
 import logging
 import os
 import re
@@ -37,6 +42,9 @@ SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 RELEASED_WEIGHTS_FILE = "pytorch_model.bin"
 RELEASED_MLM_PREFIX = "model."
 RELEASED_LENGTH_PREFIXES = ("length_trm.", "length_predictor.")
+TRAINER_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE_FILE = "trainer_state.json"
+TOKENIZER_FILES = (DICTIONARY_FILE, SENTENCEPIECE_FILE, "tokenizer.json", "tokenizer_config.json")
 
 EMBEDDINGS = "sentence_encoder.embed_tokens.weight"
 POSITIONS = "sentence_encoder.embed_positions.weight"
@@ -99,15 +107,18 @@ class PretrainedMLM:
 
 
 # ------------------------------------------------------------------------- reading
-def read_pretrained_mlm(path: str) -> PretrainedMLM:
-    """Read the masked LM at ``path`` (any format listed in the module docstring)."""
+def read_pretrained_mlm(path: str, vocabulary_dir: Optional[str] = None) -> PretrainedMLM:
+    """Read the masked LM at ``path`` (any format listed in the module docstring);
+    ``vocabulary_dir``: the Hugging Face XLM-R directory whose config and tokenizer
+    belong to a released or Trainer checkpoint (default: the checkpoint's directory)."""
     if os.path.isfile(path):
         return read_fairseq(path)
     if os.path.isfile(os.path.join(path, "model.pt")):
         return read_fairseq(os.path.join(path, "model.pt"))
+    path = trainer_checkpoint(path)
     released = read_released_state(path)
     if released is not None:
-        return from_released_state(path, released)
+        return from_released_state(path, released, vocabulary_dir)
     if os.path.isfile(os.path.join(path, "config.json")):
         return read_huggingface(path)
     raise FileNotFoundError(
@@ -190,11 +201,70 @@ def read_released_state(directory: str) -> Optional[Dict[str, Tensor]]:
     return None
 
 
-def from_released_state(directory: str, state: Dict[str, Tensor]) -> PretrainedMLM:
-    """The backbone and length predictor of a released Diffusion-LLM checkpoint.
+def trainer_checkpoint(path: str) -> str:
+    """``path``, or for a Hugging Face Trainer run directory (``checkpoint-N/``
+    subdirectories) the one its last ``trainer_state.json`` names
+    ``best_model_checkpoint`` (``--load_best_model_at_end``), else the highest N."""
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, RELEASED_WEIGHTS_FILE)):
+        return path
+    steps = {
+        int(match.group(1)): name
+        for name in os.listdir(path)
+        if (match := TRAINER_CHECKPOINT.match(name)) and os.path.isdir(os.path.join(path, name))
+    }
+    if not steps:
+        return path
+    chosen, reason = os.path.join(path, steps[max(steps)]), "its last checkpoint"
+    state_file = os.path.join(chosen, TRAINER_STATE_FILE)
+    if os.path.isfile(state_file):
+        with open(state_file, encoding="utf-8") as state:
+            best = json.load(state).get("best_model_checkpoint")
+        if best:  # a path on the training machine: its checkpoint-N under path
+            best_dir = os.path.join(path, os.path.basename(os.path.normpath(best)))
+            if not os.path.isdir(best_dir):
+                raise FileNotFoundError(
+                    f"{state_file} names best_model_checkpoint {best}, but {best_dir} is "
+                    "missing; copy it there or pass the checkpoint-N directory to read"
+                )
+            chosen, reason = best_dir, f"best_model_checkpoint of {state_file}"
+    logger.info(f"{path}: reading {chosen} ({reason})")
+    return chosen
+
+
+def check_trainer_config(directory: str, mlm_state: Dict[str, Tensor], vocabulary_dir: str) -> None:
+    """The hidden size and layer count of ``mlm_state`` must be those of
+    ``vocabulary_dir``'s config.json (the XLM-R the checkpoint was trained from)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(vocabulary_dir)
+    layers = {int(m.group(1)) for name in mlm_state if (m := re.match(r"roberta\.encoder\.layer\.(\d+)\.", name))}
+    found = (mlm_state["roberta.embeddings.word_embeddings.weight"].size(1), len(layers))
+    expected = (config.hidden_size, config.num_hidden_layers)
+    if found != expected:
+        raise ValueError(
+            f"{directory}: hidden size {found[0]} with {found[1]} layers, but "
+            f"{vocabulary_dir}/config.json has {expected[0]} with {expected[1]}; name the "
+            "XLM-R the checkpoint was trained from (--xlmr-dir)"
+        )
+
+
+def from_released_state(directory: str, state: Dict[str, Tensor],
+                        vocabulary_dir: Optional[str] = None) -> PretrainedMLM:
+    """The backbone and length predictor of a released Diffusion-LLM checkpoint, or of
+    a checkpoint the official code's Trainer wrote (its config and tokenizer in
+    ``vocabulary_dir``).
 
     Its ``length_trm`` / ``length_predictor`` names are those of :class:`LengthPredictor`.
     """
+    if vocabulary_dir is None and not any(
+        os.path.isfile(os.path.join(directory, name)) for name in TOKENIZER_FILES
+    ):
+        raise ValueError(
+            f"{directory} holds only weights ({RELEASED_WEIGHTS_FILE}, as the official code's "
+            "Trainer writes checkpoint-N/); name the XLM-R it was trained from (config.json "
+            f"and tokenizer files): python scripts/convert_pretrained.py {directory} OUTDIR "
+            "--xlmr-dir XLMR_DIR --arch ..."
+        )
     mlm_state, length_state = {}, {}
     for name, value in state.items():
         if name.startswith(RELEASED_MLM_PREFIX):
@@ -203,7 +273,18 @@ def from_released_state(directory: str, state: Dict[str, Tensor]) -> PretrainedM
             length_state[name] = value
         else:
             logger.warning(f"{directory}: ignoring {name}")
-    pretrained = from_huggingface_state(directory, mlm_state, huggingface_symbols(directory))
+    if vocabulary_dir is not None:
+        check_trainer_config(directory, mlm_state, vocabulary_dir)
+    symbols = huggingface_symbols(vocabulary_dir or directory)
+    rows = mlm_state["roberta.embeddings.word_embeddings.weight"].size(0)
+    if rows != len(symbols):
+        raise ValueError(
+            f"{directory}: {rows} embedding rows, but the vocabulary of "
+            f"{vocabulary_dir or directory} has {len(symbols)} tokens; only checkpoints with "
+            "XLM-R's whole vocabulary (instruction tuning) are read, not the pruned ones of "
+            "task runs"
+        )
+    pretrained = from_huggingface_state(directory, mlm_state, symbols)
     pretrained.length_predictor = length_state or None
     return pretrained
 

@@ -4,7 +4,10 @@ Convert a pretrained masked LM into a diffusion_plugin checkpoint.
 
 SOURCE is anything ``--pretrained-mlm`` reads (docs/PRETRAINED.md), the released
 Diffusion-LLM checkpoints (``flan_v2.{base,large,xl,xxl}.length``) among them: their
-length predictor becomes ``--length-predictor separate``. The model's dictionary is
+length predictor becomes ``--length-predictor separate``. A checkpoint the official
+code's Trainer wrote (``checkpoint-N/pytorch_model.bin`` only, or the run directory
+holding ``checkpoint-N/``: its best_model_checkpoint, else the last) takes its config
+and tokenizer from ``--xlmr-dir``. The model's dictionary is
 
 - without --data, the masked LM's whole vocabulary, written to OUTDIR/dict.txt next to
   its sentencepiece model (binarize with ``scripts/prepare_prompted.py --spm-model
@@ -42,6 +45,12 @@ def get_parser():
         help="binarized data directory (scripts/prepare_prompted.py) whose dictionary the "
         "model gets; default: the masked LM's whole vocabulary",
     )
+    parser.add_argument(
+        "--xlmr-dir",
+        help="Hugging Face XLM-R directory (config.json, tokenizer files) a checkpoint of the "
+        "official code's Trainer (checkpoint-N/pytorch_model.bin only) was trained from; "
+        "default: SOURCE itself",
+    )
     parser.add_argument("-s", "--source-lang", default="src", help="source language of --data")
     parser.add_argument("-t", "--target-lang", default="tgt", help="target language of --data")
     return parser
@@ -74,7 +83,7 @@ def main(argv=None):
     )
     from diffusion_plugin.tasks.prompted_translation import PromptedTranslationTask
 
-    pretrained = read_pretrained_mlm(args.source)
+    pretrained = read_pretrained_mlm(args.source, args.xlmr_dir)
     os.makedirs(args.outdir, exist_ok=True)
     fairseq_argv = [
         os.path.abspath(args.data or args.outdir),
@@ -92,7 +101,9 @@ def main(argv=None):
     else:
         dictionary = vocabulary_dictionary(pretrained)
         dictionary.save(os.path.join(args.outdir, DICTIONARY_FILE))
-        source_dir = args.source if os.path.isdir(args.source) else os.path.dirname(args.source)
+        source_dir = args.xlmr_dir or (
+            args.source if os.path.isdir(args.source) else os.path.dirname(args.source)
+        )
         if os.path.isfile(os.path.join(source_dir, SENTENCEPIECE_FILE)):
             shutil.copyfile(
                 os.path.join(source_dir, SENTENCEPIECE_FILE),

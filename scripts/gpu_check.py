@@ -13,6 +13,10 @@ scripts/plan_memory.py's estimate for the same setup (without its fixed overhead
 which max_memory_allocated does not see).
 
     python scripts/gpu_check.py --workdir work/gpu_check
+
+``--recipe`` runs instead every command of examples/paper/train.sh for the four tasks at
+tiny size, with its precision and FSDP flags as printed, and the XXL path to the end
+(``scripts/rehearse_recipes.py --device cuda``; CPU CI runs the same with --cpu).
 """
 
 import argparse
@@ -43,6 +47,8 @@ def get_parser():
     parser.add_argument("--max-tokens", type=int, default=4096, help="tokens per GPU per batch")
     parser.add_argument("--gpus", type=int, default=None,
                         help="GPUs to train on (default: all visible)")
+    parser.add_argument("--recipe", action="store_true",
+                        help="run the paper recipe's commands at tiny size instead (see above)")
     return parser
 
 
@@ -68,6 +74,11 @@ def main(argv=None):
             "scripts/gpu_check.py needs a CUDA GPU: torch.cuda.is_available() is False "
             f"(torch {torch.__version__}). Run it on a machine with CUDA GPUs and a CUDA build of torch."
         )
+    if args.recipe:
+        import rehearse_recipes
+
+        rehearse_recipes.main(["--workdir", str(args.workdir.resolve() / "recipe"), "--device", "cuda"])
+        return
     gpus = args.gpus or torch.cuda.device_count()
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -194,9 +194,45 @@ def test_sampling_is_seeded_and_temperature_sharpens():
     assert torch.equal(first, again)
     cold = token_proposals(logits, temperature=0.01, sampling=True, generator=torch.Generator().manual_seed(3))[0]
     assert torch.equal(cold, logits.argmax(-1))
-    _, hot_scores, _ = token_proposals(logits, temperature=2.0)
+
+
+@pytest.mark.parametrize("confidence", ["prob", "margin", "entropy"])
+def test_temperature_changes_only_what_sampling_draws_from(confidence):
+    """The official semantics: scores and confidences are the untempered softmax's."""
+    logits = torch.randn(200, 30, generator=torch.Generator().manual_seed(0))
+    untempered = logits.log_softmax(-1)
+    plain = token_proposals(logits, confidence=confidence)
+    for temperature in (0.3, 2.0):
+        argmax = token_proposals(logits, temperature=temperature, confidence=confidence)
+        assert all(torch.equal(a, b) for a, b in zip(argmax, plain))
+        tokens, scores, confidences = token_proposals(
+            logits, temperature, sampling=True, confidence=confidence,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert not torch.equal(tokens, plain[0])
+        assert torch.equal(scores, untempered.gather(1, tokens[:, None]).squeeze(1))
+        if confidence != "prob":  # a property of the position's distribution, not of the draw
+            assert torch.equal(confidences, plain[2])
+
+
+def test_temperature_scales_scores_is_the_explicit_old_behaviour(tiny_task, tiny_model):
+    logits = torch.randn(200, 30, generator=torch.Generator().manual_seed(0))
+    _, hot, _ = token_proposals(logits, temperature=2.0, temperature_scales_scores=True)
     _, scores, _ = token_proposals(logits)
-    assert (hot_scores < scores).all()
+    expected = (logits / 2.0).log_softmax(-1).gather(1, logits.argmax(-1, keepdim=True)).squeeze(1)
+    assert torch.allclose(hot, expected) and (hot < scores).all()
+    sample = batch(tiny_task, range(12))
+    default, cold = (
+        generator(tiny_task, max_iter=6, beam_size=3, temperature=temperature).generate([tiny_model], sample)
+        for temperature in (1.0, 0.2)
+    )
+    scaled = generator(tiny_task, max_iter=6, beam_size=3, temperature=0.2,
+                       temperature_scales_scores=True).generate([tiny_model], sample)
+    as_lists = [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in default]
+    assert as_lists == [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in cold]
+    assert as_lists != [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in scaled]
+    options = generator_options(tiny_task.cfg, tiny_task.cfg)
+    assert options["temperature_scales_scores"] is False
 
 
 def test_mbr_picks_the_consensus_candidate(tiny_task):

@@ -10,6 +10,11 @@ rest of its batch.
 
 Generated cases: 700 (all strategies) + 300 (deterministic strategies, batch
 independence) = 1,000 (``CASES``); each test checks that it ran its share.
+
+Early stopping: on at least 1,000 fuzzed canvases (``EARLY_STOP_CANVASES``), mostly
+``reparam-cond-*``, the outputs of a decoding that stops canvases early equal those of
+running all K steps (``--iter-decode-force-max-iter``, as the official code does), and
+stopping at the first canvas without ``<mask>`` would have changed some of them.
 """
 
 import pytest
@@ -17,14 +22,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
 from diffusion_plugin.diffusion_generator import (
     CANDIDATE_SELECTIONS,
     LENGTH_BEAM_MODES,
     DiffusionGenerator,
 )
 
-CASES = {"invariants": 700, "batch_independence": 300}
+CASES = {"invariants": 700, "batch_independence": 300, "early_stopping": 250}
+EARLY_STOP_CANVASES = 1000
 MAX_POSITIONS = 64  # the tiny model's: <s>, 61 prompt tokens, one target token, </s>
 
 
@@ -177,3 +183,106 @@ def test_deterministic_outputs_do_not_depend_on_the_batch(tiny_task, model, voca
 
     check()
     assert len(cases) >= CASES["batch_independence"]
+
+
+@st.composite
+def early_stopping_options(draw):
+    """Mostly reparam-cond-*; random draws only with keep_finished (same batch, same draws)."""
+    if draw(st.integers(0, 3)) > 0:
+        selection = draw(st.sampled_from(["deterministic", "stochastic0.5", "stochastic2.0"]))
+        strategy = f"reparam-cond-{selection}-{draw(st.sampled_from(['cosine', 'linear']))}"
+    else:
+        strategy = draw(strategy_names(deterministic=False))
+    sampling = draw(st.booleans())
+    random = sampling or "stochastic" in strategy or strategy == "ancestral"
+    return dict(
+        strategy=strategy,
+        max_iter=draw(st.integers(2, 12)),
+        beam_size=draw(st.integers(1, 4)),
+        oracle_length=draw(st.booleans()),
+        confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        temperature=draw(st.floats(0.3, 2.0)),
+        sampling=sampling,
+        guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
+        keep_finished=random or draw(st.booleans()),
+    )
+
+
+def first_unmasked(history, mask):
+    """The first canvas of a hypothesis's history (after step 1) without <mask>, or None."""
+    for entry in history[1:]:
+        if not entry["tokens"].eq(mask).any():
+            return entry["tokens"]
+    return None
+
+
+def test_early_stopping_equals_running_all_steps(tiny_task, model, vocabulary):
+    dictionary = tiny_task.target_dictionary
+    counts = {"canvases": 0, "cond_canvases": 0, "would_differ": 0}
+
+    @fuzz(CASES["early_stopping"])
+    @given(options=early_stopping_options(), pairs=examples(vocabulary), seed=st.integers(0, 2**16))
+    def check(options, pairs, seed):
+        sample = collate(tiny_task, pairs)
+        runs = []
+        for force in (False, True):
+            generator = DiffusionGenerator(
+                dictionary, max_positions=MAX_POSITIONS, force_max_iter=force, retain_history=force,
+                **options,
+            )
+            torch.manual_seed(seed)
+            runs.append(generator.generate([model], sample))
+        early, full = runs
+        for early_hypos, full_hypos in zip(early, full):
+            assert [(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in early_hypos] == [
+                (h["tokens"].tolist(), h["positional_scores"].tolist()) for h in full_hypos
+            ]
+            counts["canvases"] += len(full_hypos)
+            if options["strategy"].startswith("reparam-cond"):
+                counts["cond_canvases"] += len(full_hypos)
+                for hypo in full_hypos:
+                    stopped = first_unmasked(hypo["history"], model.mask)
+                    counts["would_differ"] += not torch.equal(stopped, hypo["tokens"])
+
+    check()
+    assert counts["canvases"] >= EARLY_STOP_CANVASES and counts["cond_canvases"] >= EARLY_STOP_CANVASES // 2
+    print(counts)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("selection", ["deterministic", "stochastic1.0"])
+def test_cond_remasking_canvases_stop_only_when_no_step_can_change_them(schedule, selection):
+    """2,000 seeded random canvases per strategy, random proposals from 3 tokens every
+    step: each canvas taken where the generator stops it equals the canvas after all K
+    steps; taken at its first step without <mask> it differs for some."""
+    strategy = ReverseStrategy.parse(f"reparam-cond-{selection}-{schedule}")
+    diffusion = AbsorbingDiffusion(mask_idx=3)
+    random = torch.Generator().manual_seed(0)
+    differ_at_first_unmasked = 0
+    for max_step in (2, 5, 10, 20, 50):
+        rows, width = 400, 24
+        num_tokens = torch.randint(1, width + 1, (rows,), generator=random)
+        decodable = torch.arange(width) < num_tokens.unsqueeze(1)
+        tokens = torch.full((rows, width), 3).masked_fill(~decodable, 0)
+        scores = torch.zeros(rows, width).masked_fill(decodable, float("-inf"))
+        stopped = [None] * rows
+        first_unmasked = [None] * rows
+        for step in range(1, max_step + 1):
+            proposal_tokens = torch.randint(0, 3, (rows, width), generator=random)
+            proposal_scores = -3 * torch.rand(rows, width, generator=random)
+            tokens, scores = diffusion.reverse_step(
+                tokens, scores, decodable, proposal_tokens, proposal_scores, step, max_step,
+                strategy, generator=random,
+            )
+            unmasked = ~tokens.eq(3).any(1)
+            done = unmasked & ~diffusion.may_change_unmasked(num_tokens, step, max_step, strategy)
+            for row in range(rows):
+                if unmasked[row] and first_unmasked[row] is None:
+                    first_unmasked[row] = tokens[row].clone()
+                if done[row] and stopped[row] is None:
+                    stopped[row] = (tokens[row].clone(), scores[row].clone())
+        for row in range(rows):
+            assert torch.equal(stopped[row][0], tokens[row]) and torch.equal(stopped[row][1], scores[row])
+            differ_at_first_unmasked += not torch.equal(first_unmasked[row], tokens[row])
+    assert differ_at_first_unmasked > 0
+    print(f"{selection}-{schedule}: {differ_at_first_unmasked} of 2000 canvases would change")

@@ -2,6 +2,7 @@
 vocabulary pruning, the released-checkpoint converter and the Hugging Face export
 (method spec §1.1, §3, §6.4). Every source model is built and saved here."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -90,9 +91,9 @@ def tiny_config(config_class, vocab_size):
     )
 
 
-def randomized(module):
+def randomized(module, seed=0):
     """Every parameter (LayerNorms, token types, biases too) uniform in [-0.5, 0.5]."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.uniform_(-0.5, 0.5)
@@ -308,10 +309,16 @@ def test_converter_turns_a_released_checkpoint_into_one_fairseq_generate_loads(t
     convert_pretrained.main(
         [str(released_dir), str(out), "--arch", "diffusion_xlmr_tiny", *SHAPE, "--dropout", "0"]
     )
+    assert_converted_release_gives_its_outputs(tmp_path, out, released, vocabulary, tokenizer, sentencepiece_model)
+
+
+def assert_converted_release_gives_its_outputs(tmp_path, out, released, vocabulary, tokenizer, sentencepiece_model):
+    """OUTDIR of the converter loads with fairseq's checkpoint_utils and gives the logits and
+    length predictions of ``released`` (a ReleasedLayout)."""
     assert Dictionary.load(str(out / "dict.txt")).symbols == vocabulary.symbols
     assert (out / "sentencepiece.bpe.model").exists()
-    data = tmp_path / "data-bin"  # what prepare_prompted.py --dict OUTDIR/dict.txt writes
-    data.mkdir()
+    data = tmp_path / f"data-bin-{out.name}"  # what prepare_prompted.py --dict OUTDIR/dict.txt writes
+    data.mkdir(exist_ok=True)
     for lang in ("src", "tgt"):
         shutil.copy(out / "dict.txt", data / f"dict.{lang}.txt")
     models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task(
@@ -328,6 +335,41 @@ def test_converter_turns_a_released_checkpoint_into_one_fairseq_generate_loads(t
         length_difference = (model.forward_length(prompts) - released.forward_length(prompts)).abs().max().item()
     print(f"max |logit difference| converted release, length predictor: {length_difference:.2e}")
     assert length_difference < ATOL
+
+
+def test_converter_reads_the_official_trainer_layout_with_the_xlmr_directory(tmp_path, tokenizer, vocabulary, sentencepiece_model):
+    """The official code's HF Trainer writes checkpoint-N/pytorch_model.bin (the wrapper's
+    state: model.roberta.*, model.lm_head.*, length_trm.*, length_predictor.*) with no config
+    or tokenizer; a run directory's trainer_state.json names its best checkpoint."""
+    xlmr_dir = tmp_path / "xlm-roberta"
+    mlm = transformers.XLMRobertaForMaskedLM(tiny_config(transformers.XLMRobertaConfig, len(vocabulary)))
+    mlm.save_pretrained(xlmr_dir)
+    tokenizer.save_pretrained(xlmr_dir)
+    shutil.copy(sentencepiece_model[1], xlmr_dir)  # as facebook/xlm-roberta-* hold it
+    run_dir, trained = tmp_path / "run", {}
+    for step in (500, 1000):
+        trained[step] = randomized(ReleasedLayout(copy.deepcopy(mlm)), seed=step)
+        (run_dir / f"checkpoint-{step}").mkdir(parents=True)
+        torch.save(trained[step].state_dict(), run_dir / f"checkpoint-{step}" / "pytorch_model.bin")
+    state = {"global_step": 1000, "best_model_checkpoint": "/train/output/run/checkpoint-500"}
+    (run_dir / "checkpoint-1000" / "trainer_state.json").write_text(json.dumps(state))
+    assert [p.name for p in (run_dir / "checkpoint-500").iterdir()] == ["pytorch_model.bin"]
+    options = ["--arch", "diffusion_xlmr_tiny", *SHAPE, "--dropout", "0"]
+
+    with pytest.raises(ValueError, match="holds only weights .* --xlmr-dir XLMR_DIR"):
+        convert_pretrained.main([str(run_dir / "checkpoint-500"), str(tmp_path / "none"), *options])
+    wrong = tmp_path / "xlm-roberta-3-layers"
+    transformers.XLMRobertaConfig(**{**mlm.config.to_dict(), "num_hidden_layers": 3}).save_pretrained(wrong)
+    with pytest.raises(ValueError, match=r"2 layers, but .*config.json has 32 with 3; .*\(--xlmr-dir\)"):
+        convert_pretrained.main([str(run_dir), str(tmp_path / "none"), "--xlmr-dir", str(wrong), *options])
+
+    for source, step in ((run_dir, 500), (run_dir / "checkpoint-1000", 1000)):
+        out = tmp_path / f"converted-{step}"
+        convert_pretrained.main([str(source), str(out), "--xlmr-dir", str(xlmr_dir), *options])
+        assert_converted_release_gives_its_outputs(tmp_path, out, trained[step], vocabulary, tokenizer, sentencepiece_model)
+        other = trained[1500 - step]  # the other checkpoint: its weights differ
+        with pytest.raises(AssertionError):
+            assert_converted_release_gives_its_outputs(tmp_path, out, other, vocabulary, tokenizer, sentencepiece_model)
 
 
 def test_export_then_import_gives_identical_logits(tmp_path, xlmr, pruned, sentencepiece_model):

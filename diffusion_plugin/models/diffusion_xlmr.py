@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.distributed import fsdp_wrap
 from fairseq.iterative_refinement_generator import DecoderOut
 from fairseq.models import (
     BaseFairseqModel,
@@ -162,14 +163,18 @@ class DiffusionXLMRModel(BaseFairseqModel):
         self.diffusion = AbsorbingDiffusion(self.mask)
         self.never_emitted = [self.mask, self.pad, dictionary.bos(), self.eos]
         if cfg.length_predictor == "separate":
-            self.length_predictor = LengthPredictor(
-                cfg.encoder_embed_dim,
-                cfg.encoder_attention_heads,
-                cfg.encoder_ffn_embed_dim,
-                cfg.length_classes,
+            for parameter in self.parameters():
+                parameter.requires_grad = False
+            # its own FSDP unit under --ddp-backend fully_sharded: FSDP flattens the
+            # parameters of a unit together and needs them all trainable or all frozen
+            self.length_predictor = fsdp_wrap(
+                LengthPredictor(
+                    cfg.encoder_embed_dim,
+                    cfg.encoder_attention_heads,
+                    cfg.encoder_ffn_embed_dim,
+                    cfg.length_classes,
+                )
             )
-            for name, parameter in self.named_parameters():
-                parameter.requires_grad = name.startswith("length_predictor.")
 
     @classmethod
     def build_model(cls, cfg, task):
@@ -339,7 +344,9 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
         The separate predictor reads the frozen backbone's features computed without
         gradient and without dropout. prompt_features (B, S, H): that pass's features
-        when the caller (decoding, in eval mode) already has them.
+        when the caller (decoding, in eval mode) already has them. The features (fp32,
+        or bf16 under --cpu-bf16 / --cuda-bf16) go into the length head in the dtype of
+        its weights, which fairseq's --fp16 / --bf16 casts to half / bfloat16.
         """
         if self.cfg.length_predictor == "separate":
             if prompt_features is None:
@@ -348,13 +355,13 @@ class DiffusionXLMRModel(BaseFairseqModel):
                 with torch.no_grad():
                     prompt_features = self.extract_features(src_tokens)
                 self.encoder.train(was_training)
-            return self.length_predictor(prompt_features.float(), src_tokens.eq(self.pad))
+            return self.length_predictor(prompt_features, src_tokens.eq(self.pad))
         if prompt_features is None:
             prompt_features = self.extract_features(src_tokens)
         features = prompt_features.float()
         keep = src_tokens.ne(self.pad).unsqueeze(-1).type_as(features)
         pooled = (features * keep).sum(1) / keep.sum(1)
-        return self.length_head(pooled)
+        return self.length_head(pooled.to(self.length_head.weight.dtype))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """fairseq's, refusing parameters trained with a dictionary of another size."""
@@ -459,6 +466,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
         lm_head_positions: str = "undecided",
         prompt_cache: bool = False,
         prompt_cache_refresh: int = 0,
+        temperature_scales_scores: bool = False,
         **kwargs,
     ):
         """One reverse-diffusion step over every canvas; returns the next DecoderOut.
@@ -475,7 +483,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
         the prompt's per-layer states cached in ``encoder_out`` (exact with
         ``--prompt-attention prefix``; otherwise taken from a full pass at the first
         step and, with ``prompt_cache_refresh`` N > 0, every N steps, Fast-dLLM's
-        approximate cache).
+        approximate cache). ``temperature`` changes only what ``sampling`` draws from
+        (``temperature_scales_scores``: also the scores; see ``token_proposals``).
         """
         strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
         tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
@@ -506,7 +515,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
             logits = self.output_layer(self.extract_features(tokens, prompt_lengths), head_positions)
         logits[:, self.never_emitted] = float("-inf")
         best_tokens, best_scores, best_confidence = token_proposals(
-            logits, temperature, sampling, confidence, generator
+            logits, temperature, sampling, confidence, generator, temperature_scales_scores
         )
         proposal_tokens = tokens.masked_scatter(head_positions, best_tokens)
         proposal_scores = torch.zeros_like(scores).masked_scatter(head_positions, best_scores)

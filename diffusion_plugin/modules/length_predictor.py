@@ -25,7 +25,9 @@ class LengthPredictor(nn.Module):
         )
 
     def forward(self, features: Tensor, padding_mask: Tensor) -> Tensor:
-        """features (B, S, H) of ``<s> prompt``, padding_mask (B, S) True at pads -> (B, C)."""
+        """features (B, S, H) of ``<s> prompt``, padding_mask (B, S) True at pads -> (B, C),
+        computed in the dtype of the predictor's weights."""
+        features = features.to(self.length_predictor[0].weight.dtype)
         hidden = self.length_trm(features, src_key_padding_mask=padding_mask)
         keep = (~padding_mask).unsqueeze(-1).type_as(hidden)
         pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)

@@ -83,6 +83,14 @@ class PromptedTranslationConfig(TranslationConfig):
             "top-B, or a window of B lengths around its argmax (CMLM)"
         },
     )
+    temperature_scales_scores: bool = field(
+        default=False,
+        metadata={
+            "help": "also divide the logits by --temperature for the log-probs that rank "
+            "positions (re-masking) and candidates (mean score); by default --temperature "
+            "only changes what --sampling draws from, as in the official code"
+        },
+    )
     oracle_length: bool = field(
         default=False, metadata={"help": "decode with the reference target length"}
     )
@@ -207,6 +215,7 @@ def generator_options(task_cfg, args):
         separate_length_candidates=option("separate_length_candidates", False),
         prompt_cache=option("prompt_cache", False),
         prompt_cache_refresh=option("prompt_cache_refresh", 0),
+        temperature_scales_scores=option("temperature_scales_scores", False),
     )
 
 
