@@ -8,7 +8,7 @@ import torch
 from fairseq import utils
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
-from diffusion_plugin.models.diffusion_xlmr import LM_HEAD_POSITIONS
+from diffusion_plugin.constants import LM_HEAD_POSITIONS
 
 logger = logging.getLogger(__name__)
 

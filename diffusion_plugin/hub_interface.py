@@ -18,7 +18,7 @@ from typing import Dict, List, Union
 import torch
 from fairseq import hub_utils
 
-from diffusion_plugin.tasks.prompted_translation import SENTENCEPIECE_MODEL
+from diffusion_plugin.constants import SENTENCEPIECE_MODEL
 
 
 def from_pretrained(model_name_or_path, checkpoint_file="checkpoint_best.pt",

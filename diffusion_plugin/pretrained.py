@@ -33,7 +33,7 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
-from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL
+from diffusion_plugin.constants import MASK_SYMBOL
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
-from diffusion_plugin.models.diffusion_xlmr import MASK_SYMBOL, length_targets
+from diffusion_plugin.constants import MASK_SYMBOL
+from diffusion_plugin.models.diffusion_xlmr import length_targets
 
 
 @dataclass

@@ -32,12 +32,12 @@ from diffusion_plugin.absorbing_diffusion import (
     ReverseStrategy,
     token_proposals,
 )
+from diffusion_plugin.constants import MASK_SYMBOL
+from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
 
-MASK_SYMBOL = "<mask>"
 PRETRAINED_VOCABULARIES = ChoiceEnum(["prune", "full"])
 PROMPT_ATTENTIONS = ("full", "prefix")
-LM_HEAD_POSITIONS = ("undecided", "target", "all")
 
 
 def length_targets(target, pad, num_classes):
@@ -198,8 +198,6 @@ class DiffusionXLMRModel(BaseFairseqModel):
     def from_pretrained(cls, model_name_or_path, checkpoint_file="checkpoint_best.pt",
                         data_name_or_path=".", **kwargs):
         """A :class:`DiffusionHubInterface` (text in, text out); see ``hub_interface.py``."""
-        from diffusion_plugin.hub_interface import from_pretrained
-
         return from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
     def max_positions(self):

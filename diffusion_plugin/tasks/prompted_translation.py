@@ -20,6 +20,7 @@ from fairseq.tasks.translation import (
 from omegaconf import II
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
+from diffusion_plugin.constants import LM_HEAD_POSITIONS, MASK_SYMBOL, SENTENCEPIECE_MODEL
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
 from diffusion_plugin.diffusion_generator import (
     CANDIDATE_SELECTIONS,
@@ -27,17 +28,12 @@ from diffusion_plugin.diffusion_generator import (
     DiffusionGenerator,
 )
 from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge_sums
-from diffusion_plugin.models.diffusion_xlmr import (
-    LM_HEAD_POSITIONS,
-    MASK_SYMBOL,
-    DiffusionXLMRModel,
-)
+from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRModel
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
 logger = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE_FILE = "prompt_template.txt"
-SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 
 
 @dataclass

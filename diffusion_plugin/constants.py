@@ -1,0 +1,10 @@
+"""Names shared across the plugin's modules; imports nothing from the plugin."""
+
+MASK_SYMBOL = "<mask>"
+"""The dictionary symbol of the absorbing state."""
+
+SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
+"""File name of the sentencepiece model in a data directory."""
+
+LM_HEAD_POSITIONS = ("undecided", "target", "all")
+"""Where a decoding step runs the LM head (see ``DiffusionXLMRModel.forward_decoder``)."""
