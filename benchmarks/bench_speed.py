@@ -31,10 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_vs_cmlm as shared  # noqa: E402
+import common
 
-REPO = shared.REPO
+REPO = common.REPO
 TRANSFORMER_ARGS = [
     "--task", "translation", "--arch", "transformer",
     "--criterion", "label_smoothed_cross_entropy",
@@ -53,14 +52,14 @@ MODELS = {
 }
 # fairseq-train arguments, peak learning rate and tokens per batch of each model
 TRAINING = {
-    "plugin": (shared.MODEL_ARGS["plugin"] + ["--cpu-bf16", "--time-sampling", "single"], 1e-3, 1536),
+    "plugin": (common.MODEL_ARGS["plugin"] + ["--cpu-bf16", "--time-sampling", "single"], 1e-3, 1536),
     "prefix": (
-        shared.MODEL_ARGS["plugin"]
+        common.MODEL_ARGS["plugin"]
         + ["--cpu-bf16", "--time-sampling", "single", "--prompt-attention", "prefix"],
         1e-3,
         1536,
     ),
-    "cmlm": (shared.MODEL_ARGS["cmlm"], 5e-4, 4096),
+    "cmlm": (common.MODEL_ARGS["cmlm"], 5e-4, 4096),
     "transformer": (TRANSFORMER_ARGS, 5e-4, 4096),
 }
 WPS_RE = re.compile(r"\bwps=([\d.]+)")
@@ -209,8 +208,8 @@ def data_dir(args, model):
 def train_command(args, model, save_dir, minutes, extra):
     model_args, lr, max_tokens = TRAINING[model]
     return [
-        shared.fairseq_cli("fairseq-train"), str(data_dir(args, model)), *model_args,
-        *shared.optimization_args(lr, max_tokens, args.warmup_updates, minutes),
+        common.fairseq_cli("fairseq-train"), str(data_dir(args, model)), *model_args,
+        *common.optimization_args(lr, max_tokens, args.warmup_updates, minutes),
         "--save-dir", str(save_dir), *extra,
     ]
 
@@ -263,10 +262,10 @@ def checkpoints(args, commands):
             found[model] = save_dir / "checkpoint_last.pt"
     for model, (cmd, log_path) in jobs.items():
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        commands[f"train_{model}"] = shared.command_string(cmd, args.threads)
+        commands[f"train_{model}"] = common.command_string(cmd, args.threads)
     if jobs:
         run_args = argparse.Namespace(parallel=True, threads_per_model=args.threads)
-        shared.run_trainings(run_args, jobs, args.train_minutes, "training")
+        common.run_trainings(run_args, jobs, args.train_minutes, "training")
     return found
 
 
@@ -282,8 +281,8 @@ def training_speed(args, model, commands, fp32=False):
         if fp32:
             cmd.remove("--cpu-bf16")
         log_path = args.workdir / f"train_speed_{name}.log"
-        shared.run_logged(cmd, log_path, args.threads, f"fairseq-train ({name}, speed)")
-    commands[f"train_speed_{name}"] = shared.command_string(cmd, args.threads)
+        common.run_logged(cmd, log_path, args.threads, f"fairseq-train ({name}, speed)")
+    commands[f"train_speed_{name}"] = common.command_string(cmd, args.threads)
     rates = [float(r) for line in log_path.read_text().splitlines()
              if "train_inner" in line for r in WPS_RE.findall(line)]
     if not rates:
@@ -560,7 +559,7 @@ def main(args):
     start = time.time()
     args.from_workdir, args.workdir = args.from_workdir.resolve(), args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    raw = shared.find_data(args.data)
+    raw = common.find_data(args.data)
     args.mmlu = find_shared(args.mmlu, "instruct", "mmlu", "2-shot", "val")
     for model in MODELS:
         if not (data_dir(args, model) / "dict.de.txt").is_file():
@@ -571,12 +570,12 @@ def main(args):
     commands = {}
     paths = checkpoints(args, commands)
     torch.set_num_threads(args.threads)
-    shared.log("measuring the matmul peaks")
+    common.log("measuring the matmul peaks")
     peaks = matmul_peaks(args.threads)
     references = (raw / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     from fairseq import utils
 
-    utils.import_user_module(argparse.Namespace(user_dir=str(shared.USER_DIR)))
+    utils.import_user_module(argparse.Namespace(user_dir=str(common.USER_DIR)))
     measured = args.models.split(",")
     unknown = set(measured) - set(MODELS)
     if unknown:
@@ -590,7 +589,7 @@ def main(args):
         if any(r.mmlu and r.model == model for r in rows):
             mmlu = mmlu_batches(args, model, task)
         for row in (r for r in rows if r.model == model):
-            shared.log(f"decoding: {model}, {row.name}")
+            common.log(f"decoding: {model}, {row.name}")
             if row.mmlu:
                 if model == "transformer":
                     row.options["max_len_b"] = mmlu[3]
@@ -601,7 +600,7 @@ def main(args):
                 results[(model, row.name)] = measure(
                     row, network, generator, batches, references, task.target_dictionary
                 )
-        shared.log(f"training speed: {model}")
+        common.log(f"training speed: {model}")
         training[model] = training_speed(args, model, commands)
         if model == "plugin":
             training["plugin_fp32"] = training_speed(args, model, commands, fp32=True)
@@ -635,7 +634,7 @@ def main(args):
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "seconds": time.time() - start,
     }, indent=2) + "\n")
-    shared.log(f"done in {(time.time() - start) / 60:.1f} min; results in {args.workdir}/results.{{md,json}}")
+    common.log(f"done in {(time.time() - start) / 60:.1f} min; results in {args.workdir}/results.{{md,json}}")
 
 
 if __name__ == "__main__":

@@ -45,11 +45,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "diffusion_plugin"
-SRC, TGT = "de", "en"
+from common import RAW_SPLITS, REPO, SRC, TGT, USER_DIR, fairseq_cli, find_data
+
 TEMPLATE = "Translate the German sentence to English. German: {src} English:"
-RAW_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 
 # layers x dim (heads, FFN = 4 dim); the transformer of each size has about the
 # same parameter count with half the layers in its encoder and half in its decoder
@@ -98,11 +96,6 @@ def get_parser():
 # ------------------------------------------------------------------ running
 def log(message):
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def fairseq_cli(name):
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else shutil.which(name) or name
 
 
 class Pipeline:
@@ -180,22 +173,6 @@ class Pipeline:
 
 
 # --------------------------------------------------------------------- data
-def find_data(path):
-    """The Multi30k directory with its mono/ folder."""
-    candidates = [path.resolve()] if path is not None else [
-        parent / "shared" / "data" / "multi30k" for parent in REPO.parents
-    ]
-    needed = [f"{name}.{lang}" for name in RAW_SPLITS.values() for lang in (SRC, TGT)]
-    needed += [f"mono/train.{lang}" for lang in (SRC, TGT)]
-    for candidate in candidates:
-        if all((candidate / name).is_file() for name in needed):
-            return candidate
-    raise SystemExit(
-        f"Multi30k not found (looked in {', '.join(map(str, candidates))}); pass --data DIR "
-        f"holding {', '.join(needed)}"
-    )
-
-
 def slice_corpus(raw, destination):
     """The --smoke slices: 1000 train pairs, 50 valid and test pairs, 2000 mono lines."""
     limits = {"train": 1000, "val": 50, "test_2016_flickr": 50, "mono/train": 2000}
@@ -328,7 +305,6 @@ def last_validation(log_path):
         except ValueError:
             pass
     return values
-
 
 
 def adapt(pipe, size_name, init, mlm_checkpoint=None):
@@ -534,7 +510,6 @@ def repetition(decoded):
         pairs += max(len(words) - 1, 0)
         repeats += sum(a == b for a, b in zip(words, words[1:]))
     return round(100.0 * repeats / max(pairs, 1), 2)
-
 
 
 # ------------------------------------------------------------------- claims
@@ -786,7 +761,7 @@ def write_section(doc, claim, body):
 
 def main(args):
     pipe = Pipeline(args)
-    raw = find_data(args.data)
+    raw = find_data(args.data, [f"mono/train.{lang}" for lang in (SRC, TGT)])
     with tempfile.TemporaryDirectory() as slices:
         if args.smoke:
             slice_corpus(raw, Path(slices))

@@ -3,6 +3,9 @@
 MASK_SYMBOL = "<mask>"
 """The dictionary symbol of the absorbing state."""
 
+PROMPT_TEMPLATE_FILE = "prompt_template.txt"
+"""File name of the prompt template (one line with {src}) in a data directory."""
+
 SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 """File name of the sentencepiece model in a data directory."""
 

@@ -29,10 +29,6 @@ import argparse
 import glob
 import json
 import os
-import sys
-
-SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(SCRIPTS))  # this checkout's diffusion_plugin
 
 # family -> (the paper's split directory or None, decoding steps of the paper's eval_instruct.sh)
 SETS = {

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
+from diffusion_plugin import memory_plan
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
-import plan_memory  # noqa: E402
 
 BLEU_RE = re.compile(r"BLEU4? = ([\d.]+)")
 
@@ -41,7 +41,7 @@ def get_parser():
                                      allow_abbrev=False)
     parser.add_argument("--workdir", type=Path, default=REPO / "work" / "gpu_check",
                         help="output directory for the corpus, checkpoints and logs")
-    parser.add_argument("--arch", default="diffusion_xlmr_large", choices=plan_memory.ARCHS,
+    parser.add_argument("--arch", default="diffusion_xlmr_large", choices=memory_plan.ARCHS,
                         help="architecture to train")
     parser.add_argument("--updates", type=int, default=20, help="training updates")
     parser.add_argument("--max-tokens", type=int, default=4096, help="tokens per GPU per batch")
@@ -121,7 +121,7 @@ def main(argv=None):
     bleu = BLEU_RE.search(generate_log)
 
     dictionary_size = sum(1 for _ in open(data / "dict.src.txt", encoding="utf-8")) + 4
-    plan = plan_memory.plan(args.arch, plan_memory.get_parser().parse_args([
+    plan = memory_plan.plan(args.arch, memory_plan.get_parser().parse_args([
         "--vocab-size", str(dictionary_size), "--gpus", str(gpus),
         "--ddp-backend", "fully_sharded", "--precision", "bf16", "--checkpoint-activations",
         "--max-tokens", str(args.max_tokens), "--overhead-gib", "0",

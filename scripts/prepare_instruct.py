@@ -12,7 +12,7 @@ Instruction-tuning data: JSON lines ``{"inputs": ..., "targets": ...}`` (plain o
   from-parallel  parallel text + a template with {src} -> jsonl
 
 The binarizing pieces (sentencepiece training, fairseq-preprocess, atomic output)
-are scripts/prepare_prompted.py's.
+are scripts/preprocessing.py's.
 """
 
 import argparse
@@ -20,13 +20,11 @@ import gzip
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 
-SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [SCRIPTS, os.path.dirname(SCRIPTS)]  # prepare_prompted; this checkout's package
-import prepare_prompted  # noqa: E402
+from diffusion_plugin import preprocessing
+from diffusion_plugin.constants import MASK_SYMBOL, SENTENCEPIECE_MODEL
 
 # scripts/flan_2022_ratio.json of the paper's code (spec §5.2); normalised when sampling
 FLAN_2022_RATIOS = {
@@ -69,7 +67,7 @@ def from_parallel(args):
     """Prompted jsonl from line-aligned parallel text."""
     if "{src}" not in args.template:
         _fail(f"--template {args.template!r} has no {{src}}; put {{src}} where the source goes")
-    src, tgt = (prepare_prompted.read_lines(path) for path in (args.src, args.tgt))
+    src, tgt = (preprocessing.read_lines(path) for path in (args.src, args.tgt))
     if len(src) != len(tgt):
         _fail(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}; align them")
     write_jsonl(args.out, [(args.template.replace("{src}", s), t) for s, t in zip(src, tgt)])
@@ -176,7 +174,7 @@ def binarize(args):
             _fail(f"{flag} {path} does not exist; give an existing file")
     if args.max_positions < 3:
         _fail("--max-positions must be at least 3 (<s>, one target token, </s>)")
-    prepare_prompted.check_destdir(args, fail=_fail)
+    preprocessing.check_destdir(args, fail=_fail)
     splits = {s: [e for path in getattr(args, s) or [] for e in read_examples(path)] for s in SPLITS}
     splits = {s: examples for s, examples in splits.items() if examples or getattr(args, s)}
     for split, examples in splits.items():
@@ -185,11 +183,11 @@ def binarize(args):
 
     destdir = os.path.abspath(args.destdir)
     summary = {"max_positions": args.max_positions, "splits": {}}
-    with prepare_prompted.staging_directory(destdir) as (textdir, outdir):
+    with preprocessing.staging_directory(destdir) as (textdir, outdir):
         spm_model = args.spm_model
         if spm_model is None:
             sentences = [text for example in splits["train"] for text in example]
-            spm_model = prepare_prompted.train_spm(sentences, args, os.path.join(textdir, "spm.model"))
+            spm_model = preprocessing.train_spm(sentences, args, os.path.join(textdir, "spm.model"))
         processor = spm.SentencePieceProcessor(model_file=spm_model)
         for split, examples in splits.items():
             prompts, targets, counts = encode_split(examples, processor, args.max_positions, args.workers)
@@ -200,12 +198,12 @@ def binarize(args):
                     f.writelines(" ".join(p) + "\n" for p in pieces)
             summary["splits"][split] = counts
         dictionary = Dictionary.load(args.dict) if args.dict else full_dictionary(spm_model)
-        if "<mask>" not in dictionary:
-            dictionary.add_symbol("<mask>")
+        if MASK_SYMBOL not in dictionary:
+            dictionary.add_symbol(MASK_SYMBOL)
         dict_path = os.path.join(textdir, "dict.txt")
         dictionary.save(dict_path)
-        prepare_prompted.binarize(args, textdir, dict_path, outdir, list(splits))
-        shutil.copyfile(spm_model, os.path.join(outdir, "sentencepiece.bpe.model"))
+        preprocessing.binarize(args, textdir, dict_path, outdir, list(splits))
+        shutil.copyfile(spm_model, os.path.join(outdir, SENTENCEPIECE_MODEL))
         summary["dict_size"] = len(dictionary)
         with open(os.path.join(outdir, SUMMARY_FILE), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
@@ -249,7 +247,7 @@ def get_parser():
     binarizer.add_argument("--source-lang", default="src", help="suffix of the inputs side")
     binarizer.add_argument("--target-lang", default="tgt", help="suffix of the targets side")
     binarizer.add_argument("--workers", type=int, default=1, help="number of parallel workers")
-    prepare_prompted.add_spm_arguments(binarizer)
+    preprocessing.add_spm_arguments(binarizer)
     binarizer.set_defaults(run=binarize)
     return parser
 

@@ -6,12 +6,9 @@ Gigaword scorer: lower-cased, stemmed; docs/INSTRUCT.md); run fairseq-generate w
 
 import argparse
 import json
-import os
 import re
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
-from diffusion_plugin.metrics import ROUGE_TOKENIZERS, rouge  # noqa: E402
+from diffusion_plugin.metrics import ROUGE_TOKENIZERS, rouge
 
 LINE = re.compile(r"^([DT])-(\d+)\t(.*)$")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from fairseq import checkpoint_utils, tasks
 
-from conftest import BIN, TASK_ARGS, parse_training_args, run, save_checkpoint, training_cfg
+from helpers import BIN, TASK_ARGS, parse_training_args, run, save_checkpoint, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 
 OPTIMIZER = ["--optimizer", "adam", "--lr", "1e-3"]

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import BIN, TASK_ARGS, run, write_reversal_corpus
+from helpers import BIN, TASK_ARGS, run, write_reversal_corpus
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import batch
+from helpers import batch
 from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.tasks.prompted_translation import generator_options

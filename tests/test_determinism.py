@@ -12,7 +12,7 @@ import sys
 import pytest
 from fairseq_cli import generate
 
-from conftest import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
+from helpers import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
 
 FLAGS = {
     "deterministic": ["--decoding-strategy", "reparam-uncond-deterministic-cosine"],

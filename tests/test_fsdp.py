@@ -9,7 +9,7 @@ import torch
 from fairseq import tasks, utils
 from fairseq.distributed import fsdp_enable_wrap, fsdp_wrap
 
-from conftest import SCRIPTS, run, training_cfg
+from helpers import SCRIPTS, run, training_cfg
 from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterion
 
 

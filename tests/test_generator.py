@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import batch
+from helpers import batch
 from diffusion_plugin.absorbing_diffusion import ReverseStrategy
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import BIN, ROOT, TASK_ARGS, load_script, run, write_reversal_corpus
+from helpers import BIN, ROOT, TASK_ARGS, load_script, run, write_reversal_corpus
 
 evaluate_instruct = load_script("evaluate_instruct")
 score_rouge = load_script("score_rouge")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import training_cfg
+from helpers import training_cfg
 from diffusion_plugin.models.diffusion_xlmr import length_targets
 
 

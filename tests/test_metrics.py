@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from diffusion_plugin import metrics
 
 

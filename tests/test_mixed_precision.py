@@ -15,7 +15,7 @@ from fairscale.nn import enable_wrap
 from fairseq import tasks
 from fairseq.trainer import Trainer
 
-from conftest import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
+from helpers import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 
 DTYPES = [torch.float16, torch.bfloat16]

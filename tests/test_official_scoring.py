@@ -19,7 +19,7 @@ import sys
 import pytest
 import sacrebleu
 
-from conftest import load_script, run, save_checkpoint, training_cfg
+from helpers import load_script, run, save_checkpoint, training_cfg
 
 transformers = pytest.importorskip("transformers")
 evaluate_instruct = load_script("evaluate_instruct")

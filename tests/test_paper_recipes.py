@@ -8,7 +8,7 @@ import shlex
 import pytest
 from fairseq import options
 
-from conftest import load_script, run
+from helpers import load_script, run
 
 TASKS = ["iwslt14", "wmt14", "gigaword10k", "flan2022"]
 SIZES = ["base", "large", "xl", "xxl"]

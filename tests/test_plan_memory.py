@@ -1,4 +1,5 @@
-"""scripts/plan_memory.py: its parameter counts are the models' own, and its table."""
+"""scripts/plan_memory.py (diffusion_plugin.memory_plan): its parameter counts are the
+models' own, and its table."""
 
 import argparse
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 from fairseq.data import Dictionary
 
-from conftest import load_script
+from helpers import load_script
+from diffusion_plugin import memory_plan
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRConfig, DiffusionXLMRModel
 
 plan_memory = load_script("plan_memory")
@@ -16,13 +18,13 @@ plan_memory = load_script("plan_memory")
 def xlmr_sized_dictionary():
     """A dictionary of XLM-R's 250,002 symbols, <mask> last."""
     dictionary = Dictionary()
-    for i in range(plan_memory.XLMR_VOCABULARY - len(dictionary) - 1):
+    for i in range(memory_plan.XLMR_VOCABULARY - len(dictionary) - 1):
         dictionary.add_symbol(f"w{i}")
     dictionary.add_symbol("<mask>")
     return dictionary
 
 
-@pytest.mark.parametrize("arch", plan_memory.ARCHS)
+@pytest.mark.parametrize("arch", memory_plan.ARCHS)
 @pytest.mark.parametrize("untied", [False, True])
 @pytest.mark.parametrize("length_predictor", ["joint", "separate"])
 def test_parameter_count_equals_the_models(arch, untied, length_predictor, xlmr_sized_dictionary,
@@ -30,7 +32,7 @@ def test_parameter_count_equals_the_models(arch, untied, length_predictor, xlmr_
     # built on the meta device, nothing is allocated; fairseq's BERT initialisation
     # copies through the CPU and cannot run there (it changes no count)
     monkeypatch.setattr("fairseq.models.roberta.model.init_bert_params", lambda module: None)
-    args = plan_memory.architecture(arch)
+    args = memory_plan.architecture(arch)
     args.untie_weights_roberta, args.length_predictor = untied, length_predictor
     cfg = DiffusionXLMRConfig(**{name: getattr(args, name) for name in DiffusionXLMRConfig.__dataclass_fields__})
     task = argparse.Namespace(source_dictionary=xlmr_sized_dictionary)
@@ -38,15 +40,15 @@ def test_parameter_count_equals_the_models(arch, untied, length_predictor, xlmr_
         model = DiffusionXLMRModel.build_model(cfg, task)
     assert model.tied_embeddings is not untied
     expected = sum(p.numel() for p in model.parameters())
-    parts = plan_memory.count_parameters(args, len(xlmr_sized_dictionary), untied, length_predictor)
+    parts = memory_plan.count_parameters(args, len(xlmr_sized_dictionary), untied, length_predictor)
     assert sum(parts.values()) == expected
     layers = model.encoder.sentence_encoder.layers
     assert parts["layers"] == sum(p.numel() for p in layers.parameters())
 
 
 def test_xxl_is_10_7_billion_parameters():
-    args = plan_memory.architecture("diffusion_xlmr_xxl")
-    total = sum(plan_memory.count_parameters(args, plan_memory.XLMR_VOCABULARY, False, "joint").values())
+    args = memory_plan.architecture("diffusion_xlmr_xxl")
+    total = sum(memory_plan.count_parameters(args, memory_plan.XLMR_VOCABULARY, False, "joint").values())
     assert 10.6e9 < total < 10.8e9
 
 
@@ -58,8 +60,8 @@ def test_fsdp_shards_the_optimizer_state_and_checkpointing_saves_activations(cap
     params = fsdp["params"]
     # DDP bf16: fp32 master weights and gradients + two Adam moments on every GPU;
     # FSDP: the two Adam moments sharded over 8 GPUs
-    assert ddp["gib"]["optimizer"] == pytest.approx((4 + 4 + 8) * params / plan_memory.GIB)
-    assert fsdp["gib"]["optimizer"] == pytest.approx(8 * params / 8 / plan_memory.GIB)
+    assert ddp["gib"]["optimizer"] == pytest.approx((4 + 4 + 8) * params / memory_plan.GIB)
+    assert fsdp["gib"]["optimizer"] == pytest.approx(8 * params / 8 / memory_plan.GIB)
     assert fsdp_ckpt["gib"]["activations"] < fsdp["gib"]["activations"] / 5
     assert not ddp["fits"] and fsdp_ckpt["fits"]
     printed = capsys.readouterr().out

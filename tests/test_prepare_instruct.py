@@ -9,7 +9,7 @@ import pytest
 import sentencepiece
 from fairseq.data import Dictionary, data_utils
 
-from conftest import load_script
+from helpers import load_script
 from diffusion_plugin.data.instruct_jsonl import left_truncate, read_jsonl
 
 prepare_instruct = load_script("prepare_instruct")

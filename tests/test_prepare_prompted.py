@@ -3,7 +3,7 @@
 import pytest
 from fairseq.data import Dictionary, data_utils
 
-from conftest import load_script, write_reversal_corpus
+from helpers import load_script, write_reversal_corpus
 
 prepare_prompted = load_script("prepare_prompted")
 make_synthetic_corpus = load_script("make_synthetic_corpus")

@@ -4,7 +4,7 @@
 import re
 
 import pytest
-from conftest import BIN, ROOT, run
+from helpers import BIN, ROOT, run
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 

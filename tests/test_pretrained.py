@@ -15,7 +15,7 @@ from fairseq.data import Dictionary, data_utils
 from fairseq_cli import preprocess
 from torch import nn
 
-from conftest import BIN, load_script, run, training_cfg
+from helpers import BIN, load_script, run, training_cfg
 from diffusion_plugin.pretrained import save_checkpoint
 
 transformers = pytest.importorskip("transformers")

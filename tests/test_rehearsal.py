@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, SCRIPTS, run
+from helpers import ROOT, SCRIPTS, run
 
 pytestmark = pytest.mark.slow  # about 4 minutes on 2 shared cores
 

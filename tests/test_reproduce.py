@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BIN, ROOT
+from helpers import BIN, ROOT
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 

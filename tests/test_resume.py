@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from conftest import BIN, TINY_ARGS, run
+from helpers import BIN, TINY_ARGS, run
 
 UPDATES = 24  # about ten updates an epoch: the kill and the resume fall inside epoch 2
 SAVE_EVERY = 4

@@ -5,7 +5,7 @@ import pytest
 import torch
 from fairseq import tasks
 
-from conftest import batch, training_cfg
+from helpers import batch, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.tasks.prompted_translation import generator_options
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fairseq import tasks
 
-from conftest import binarize, training_cfg, write_reversal_corpus
+from helpers import binarize, training_cfg, write_reversal_corpus
 
 
 def test_samples_concatenate_prompt_and_target(tiny_task):

@@ -20,7 +20,12 @@ from fairseq.tasks.translation import (
 from omegaconf import II
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
-from diffusion_plugin.constants import LM_HEAD_POSITIONS, MASK_SYMBOL, SENTENCEPIECE_MODEL
+from diffusion_plugin.constants import (
+    LM_HEAD_POSITIONS,
+    MASK_SYMBOL,
+    PROMPT_TEMPLATE_FILE,
+    SENTENCEPIECE_MODEL,
+)
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
 from diffusion_plugin.diffusion_generator import (
     CANDIDATE_SELECTIONS,
@@ -33,7 +38,6 @@ from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
 
 logger = logging.getLogger(__name__)
 
-PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 
 
 @dataclass
