@@ -52,10 +52,10 @@ MODELS = {
 }
 # fairseq-train arguments, peak learning rate and tokens per batch of each model
 TRAINING = {
-    "plugin": (common.MODEL_ARGS["plugin"] + ["--cpu-bf16", "--time-sampling", "single"], 1e-3, 1536),
+    "plugin": (common.MODEL_ARGS["plugin"] + ["--bf16-autocast", "--time-sampling", "single"], 1e-3, 1536),
     "prefix": (
         common.MODEL_ARGS["plugin"]
-        + ["--cpu-bf16", "--time-sampling", "single", "--prompt-attention", "prefix"],
+        + ["--bf16-autocast", "--time-sampling", "single", "--prompt-attention", "prefix"],
         1e-3,
         1536,
     ),
@@ -96,7 +96,7 @@ def translation_rows(length_beam):
         Row(f"{default}, --keep-finished-canvases", "plugin", {**base, "keep_finished": True}, default),
         Row(f"{default}, --separate-length-candidates", "plugin",
             {**base, "separate_length_candidates": True}, default),
-        Row(f"{default}, --cpu-bf16", "plugin", base, default, bf16=True),
+        Row(f"{default}, --bf16-autocast", "plugin", base, default, bf16=True),
         Row(f"{default}, threshold0.9", "plugin", threshold, default),
         Row(f"{default}, threshold0.7", "plugin", {**base, "strategy": "threshold0.7"}, default),
         Row(f"{default}, threshold0.9, --lm-head-positions target", "plugin",
@@ -271,7 +271,7 @@ def checkpoints(args, commands):
 
 def training_speed(args, model, commands, fp32=False):
     """Target tokens/s of fairseq-train: the mean wps of its updates after the first quarter
-    (with ``fp32``, of the plugin's run without --cpu-bf16)."""
+    (with ``fp32``, of the plugin's run without --bf16-autocast)."""
     name = f"{model}_fp32" if fp32 else model
     with tempfile.TemporaryDirectory() as tmp:
         cmd = train_command(args, model, tmp, 60.0, [
@@ -279,7 +279,7 @@ def training_speed(args, model, commands, fp32=False):
             "--disable-validation", "--log-interval", "1",
         ])
         if fp32:
-            cmd.remove("--cpu-bf16")
+            cmd.remove("--bf16-autocast")
         log_path = args.workdir / f"train_speed_{name}.log"
         common.run_logged(cmd, log_path, args.threads, f"fairseq-train ({name}, speed)")
     commands[f"train_speed_{name}"] = common.command_string(cmd, args.threads)
@@ -394,20 +394,20 @@ def mmlu_batches(args, model_name, task):
 
 class Precision:
     """Inside the block a diffusion model runs in fp32, or under bf16 autocast when
-    ``bf16`` (its ``cpu_bf16`` option, which a checkpoint trained with --cpu-bf16 has on)."""
+    ``bf16`` (its ``bf16_autocast`` option, which a checkpoint trained with --bf16-autocast has on)."""
 
     def __init__(self, network, bf16):
         self.network, self.bf16 = network, bf16
-        self.applies = hasattr(getattr(network, "cfg", None), "cpu_bf16")
+        self.applies = hasattr(getattr(network, "cfg", None), "bf16_autocast")
 
     def __enter__(self):
         if self.applies:
-            self.saved = self.network.cfg.cpu_bf16
-            self.network.cfg.cpu_bf16 = self.bf16
+            self.saved = self.network.cfg.bf16_autocast
+            self.network.cfg.bf16_autocast = self.bf16
 
     def __exit__(self, *exc):
         if self.applies:
-            self.network.cfg.cpu_bf16 = self.saved
+            self.network.cfg.bf16_autocast = self.saved
 
 
 def count_flops(generator, network, batches):
@@ -528,11 +528,11 @@ def verdict(rows, results):
 
 
 def bf16_training_line(training):
-    """The plugin's training speed with --cpu-bf16 against fp32, when it was measured."""
+    """The plugin's training speed with --bf16-autocast against fp32, when it was measured."""
     if "plugin" not in training:
         return ""
     return (f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} target "
-            f"tokens/s with --cpu-bf16 and {training['plugin_fp32']:,.0f} in fp32 "
+            f"tokens/s with --bf16-autocast and {training['plugin_fp32']:,.0f} in fp32 "
             f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n")
 
 

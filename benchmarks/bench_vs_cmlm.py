@@ -12,7 +12,7 @@ decodes test_2016_flickr with fairseq-generate, scores the detokenized output
 with sacreBLEU and prints one markdown table; the table and a JSON file with
 every number and command go to --workdir.
 
-``--models plugin,plugin_fp32`` compares the plugin trained with ``--cpu-bf16``
+``--models plugin,plugin_fp32`` compares the plugin trained with ``--bf16-autocast``
 (bf16 autocast) and in fp32 under the same budget: each is decoded in bf16 and in
 fp32 (``--decode-precisions``, fairseq-generate ``--model-overrides``), and the
 table gives training target tokens/s, decoding sentences/s and BLEU of each.
@@ -56,7 +56,7 @@ MODELS = {
 PLUGIN_MODELS = ("plugin", "plugin_fp32")
 DEFAULT_TEMPLATE = "{src} English:"
 DEFAULTS = {
-    "plugin": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--cpu-bf16 --time-sampling single"},
+    "plugin": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--bf16-autocast --time-sampling single"},
     "plugin_fp32": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--time-sampling single"},
     "cmlm": {"lr": 5e-4, "max_tokens": 4096, "train_args": ""},
 }
@@ -86,9 +86,9 @@ def get_parser():
                       help="train the models one after the other")
     parser.add_argument("--models", type=models_list, default=["plugin", "cmlm"],
                         help=f"comma-separated models to train and decode, of {', '.join(MODELS)} "
-                             "(plugin: --cpu-bf16; plugin_fp32: the same in fp32)")
+                             "(plugin: --bf16-autocast; plugin_fp32: the same in fp32)")
     parser.add_argument("--decode-precisions", type=precisions_list, default=["bf16", "fp32"],
-                        help="precisions each plugin model is decoded in (bf16: --cpu-bf16 "
+                        help="precisions each plugin model is decoded in (bf16: --bf16-autocast "
                              "autocast), one table row each")
     for model in MODELS:
         flag = model.replace("_", "-")
@@ -302,7 +302,7 @@ def training_tokens_per_second(log_path):
 def decode(args, model, paths, commands, precision=None):
     """fairseq-generate on the test set: (detokenized hypotheses by id, sentences/s).
 
-    A plugin model is decoded with --cpu-bf16 set to ``precision == "bf16"``.
+    A plugin model is decoded with --bf16-autocast set to ``precision == "bf16"``.
     """
     checkpoint = paths[model] / "checkpoints" / "checkpoint_last.pt"
     if not checkpoint.exists():
@@ -328,7 +328,7 @@ def decode(args, model, paths, commands, precision=None):
     ]
     run_name = model
     if precision is not None:
-        cmd += ["--model-overrides", str({"cpu_bf16": precision == "bf16"})]
+        cmd += ["--model-overrides", str({"bf16_autocast": precision == "bf16"})]
         run_name = f"{model}_{precision}"
     commands[f"generate_{run_name}"] = command_string(cmd, args.threads_per_model)
     output = paths[model] / f"generate-test{'' if precision is None else '.' + precision}.txt"

@@ -80,7 +80,7 @@ def get_parser():
     parser.add_argument("--adapt-updates", type=int, default=3000)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
-    parser.add_argument("--adapt-args", default="--cpu-bf16",
+    parser.add_argument("--adapt-args", default="--bf16-autocast",
                         help="extra fairseq-train options of every adaptation run")
     parser.add_argument("--length-updates", type=int, default=1000)
     parser.add_argument("--iter-decode-max-iter", type=int, default=10)

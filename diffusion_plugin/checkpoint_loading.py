@@ -12,7 +12,9 @@ Every checkpoint fairseq reads (``--path``, ``--restore-file``,
 ``--finetune-from-model``, the hub interface) goes through
 ``checkpoint_utils.load_checkpoint_to_cpu``; the plugin wraps it so that an
 empty file or a zip archive without its central directory (a save or copy that
-was interrupted) is one error naming the file, not a zip reader's traceback.
+was interrupted) is one error naming the file, not a zip reader's traceback,
+and the model options of checkpoints saved before ``--bf16-autocast`` (``cpu_bf16``,
+``cuda_bf16``; in ``--model-overrides`` too) become that one flag.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import zipfile
 import numpy as np
 import torch
 from fairseq import checkpoint_utils
+from omegaconf import open_dict
 
 NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
 
@@ -50,7 +53,29 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
                 f"checkpoint {path} is truncated ({os.path.getsize(path):,} bytes; an "
                 "interrupted save or copy): copy it again or load another checkpoint"
             )
-    return fairseq_load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
+    overrides = dict(arg_overrides or {})
+    old_overrides = [overrides.pop(name) for name in OLD_BF16_OPTIONS if name in overrides]
+    if old_overrides:
+        overrides.setdefault("bf16_autocast", any(old_overrides))
+    state = fairseq_load_checkpoint_to_cpu(
+        path, overrides if arg_overrides is not None else None, load_on_all_ranks
+    )
+    upgrade_bf16_options(state.get("cfg"), overrides)
+    return state
+
+
+OLD_BF16_OPTIONS = ("cpu_bf16", "cuda_bf16")
+
+
+def upgrade_bf16_options(cfg, overrides):
+    """A saved model config with ``cpu_bf16`` / ``cuda_bf16`` gets ``bf16_autocast``:
+    on if either was (or as ``overrides`` say), and loses the two."""
+    model = cfg.get("model") if cfg is not None else None
+    if model is None or not any(name in model for name in OLD_BF16_OPTIONS):
+        return
+    with open_dict(model):
+        old = [bool(model.pop(name)) for name in OLD_BF16_OPTIONS if name in model]
+        model.bf16_autocast = overrides.get("bf16_autocast", any(old))
 
 
 checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

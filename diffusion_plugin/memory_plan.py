@@ -25,7 +25,7 @@ Precisions and what they keep per parameter (bytes; the fairseq flags in bracket
 |---|---|---|
 | fp32 | 4 + 4 + 8 | (4 + 4 + 8) / G, gathered in fp32 |
 | fp16 (--fp16) | 2 + 2 + 4 master + 4 master grad + 8 | (4 + 4 + 8) / G, gathered in fp16 |
-| bf16 (DDP: --bf16; FSDP: --cuda-bf16 autocast) | as fp16 | (4 + 4 + 8) / G, gathered in fp32 |
+| bf16 (DDP: --bf16; FSDP: --bf16-autocast autocast) | as fp16 | (4 + 4 + 8) / G, gathered in fp32 |
 
 ``--memory-efficient`` (--memory-efficient-fp16/-bf16, DDP only) drops the fp32
 master copy: 2 + 2 + 8. It is an estimate: compare it with the peak memory that

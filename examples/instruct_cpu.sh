@@ -66,7 +66,7 @@ echo "== fairseq-train diffusion_xlmr_tiny ($layers x $dim, from scratch; $minut
 fairseq-train "$workdir/data-bin" --user-dir diffusion_plugin --task prompted_translation -s src -t tgt \
   --arch diffusion_xlmr_tiny --encoder-layers "$layers" --encoder-embed-dim "$dim" \
   --encoder-ffn-embed-dim "$((4 * dim))" --encoder-attention-heads 4 --max-positions 512 \
-  --length-classes 256 --cpu-bf16 --criterion masked_diffusion --time-sampling single \
+  --length-classes 256 --bf16-autocast --criterion masked_diffusion --time-sampling single \
   --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 --lr "$lr" --lr-scheduler fixed \
   --warmup-updates "$warmup" --dropout 0.1 --max-tokens "$max_tokens" --max-update "$max_update" \
   --stop-time-hours "$(python -c "print($minutes / 60)")" --seed "$seed" --disable-validation \

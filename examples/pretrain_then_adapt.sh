@@ -16,7 +16,7 @@
 # --heads N, --mlm-updates N, --adapt-updates N, --max-tokens N (MLM), --adapt-max-tokens N,
 # --lr X, --warmup N, --vocab-size N, --iter-decode-max-iter K, --length-beam B, --seed N,
 # --adapt-args "..." (extra fairseq-train options of both adaptation runs; default
-# "--cpu-bf16 --time-sampling single", the quickstart's CPU settings), --venv DIR (use this
+# "--bf16-autocast --time-sampling single", the quickstart's CPU settings), --venv DIR (use this
 # environment as is).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +26,7 @@ workdir="$root/work/pretrain_then_adapt"
 template="Translate the German sentence to English. German: {src} English:"
 smoke=0 vocab_size=8000 layers=6 dim=256 heads=4 positions=256
 mlm_updates=20000 adapt_updates=10000 max_tokens=4096 adapt_max_tokens=1536 lr=1e-3 warmup=1000
-adapt_args="--cpu-bf16 --time-sampling single" venv=""
+adapt_args="--bf16-autocast --time-sampling single" venv=""
 iter_decode_max_iter=10 length_beam=3 seed=1
 for argument in "$@"; do
   if [ "$argument" = --smoke ]; then  # its sizes, unless options set them

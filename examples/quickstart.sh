@@ -80,7 +80,7 @@ python scripts/prepare_prompted.py --source-lang "$src" --target-lang "$tgt" \
 echo "== fairseq-train diffusion_xlmr_tiny ($layers layers; $minutes min or $max_update updates)"
 fairseq-train "$workdir/data-bin" --user-dir diffusion_plugin \
   --task prompted_translation -s "$src" -t "$tgt" \
-  --arch diffusion_xlmr_tiny --encoder-layers "$layers" --cpu-bf16 \
+  --arch diffusion_xlmr_tiny --encoder-layers "$layers" --bf16-autocast \
   --criterion masked_diffusion --time-sampling "$time_sampling" \
   --optimizer adam --adam-betas '(0.9,0.98)' \
   --lr "$lr" --lr-scheduler fixed --warmup-updates "$warmup" \

@@ -5,7 +5,7 @@ Check the FSDP path on the CUDA GPUs of this machine, end to end.
 Makes a small synthetic corpus (scripts/make_synthetic_corpus.py, binarized by
 scripts/prepare_prompted.py), trains ``diffusion_xlmr_large`` on it (about 300M
 parameters with the corpus's small vocabulary) for a few updates with
-``fairseq-train --ddp-backend fully_sharded --cuda-bf16 --checkpoint-activations``
+``fairseq-train --ddp-backend fully_sharded --bf16-autocast --checkpoint-activations``
 on every visible GPU, saves, reloads the checkpoint with ``fairseq-generate`` and
 decodes the test set, then prints the peak GPU memory of the training (fairseq's
 ``gb_free`` = total - torch.cuda.max_memory_allocated, logged every update) next to
@@ -96,7 +96,7 @@ def main(argv=None):
     train_log = run([
         console_script("fairseq-train"), data, *task, "--arch", args.arch,
         "--criterion", "masked_diffusion", "--ddp-backend", "fully_sharded",
-        "--distributed-world-size", str(gpus), "--cuda-bf16", "--checkpoint-activations",
+        "--distributed-world-size", str(gpus), "--bf16-autocast", "--checkpoint-activations",
         "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-4",
         "--lr-scheduler", "fixed", "--clip-norm", "1.0", "--max-tokens", str(args.max_tokens),
         "--max-update", str(args.updates), "--disable-validation", "--log-format", "json",
@@ -114,7 +114,7 @@ def main(argv=None):
     generate_log = run([
         console_script("fairseq-generate"), data, *task, "--path", save / "checkpoint_last.pt",
         "--gen-subset", "test", "--batch-size", "32", "--iter-decode-max-iter", "5",
-        "--iter-decode-with-beam", "3", "--model-overrides", str({"cuda_bf16": True}),
+        "--iter-decode-with-beam", "3", "--model-overrides", str({"bf16_autocast": True}),
         "--required-batch-size-multiple", "1",
     ], work / "generate.log")
     hypotheses = sum(line.startswith("D-") for line in generate_log.splitlines())
@@ -131,7 +131,7 @@ def main(argv=None):
         f"\nGPU: {torch.cuda.get_device_name(0)} x {gpus} ({total_gib:.1f} GiB each), "
         f"torch {torch.__version__}\n"
         f"{args.arch}: {plan['params'] / 1e6:.1f}M parameters, {len(updates)} FSDP updates "
-        f"in bf16 (--cuda-bf16) with activation checkpointing, loss {losses[0]:.3f} -> "
+        f"in bf16 (--bf16-autocast) with activation checkpointing, loss {losses[0]:.3f} -> "
         f"{losses[-1]:.3f}\n"
         f"decoded {hypotheses} test sentences from the saved checkpoint"
         f"{f', BLEU {bleu.group(1)}' if bleu else ''}\n"

@@ -20,16 +20,16 @@ def sample_of(task, split="valid", size=8):
 
 @pytest.mark.parametrize("offload", [False, True])
 def test_checkpointed_layers_give_the_same_loss_and_gradients(tiny_data, tiny_task, offload):
-    """Layers are wrapped with fairseq's checkpoint_wrapper; under --cpu-bf16 the
+    """Layers are wrapped with fairseq's checkpoint_wrapper; under --bf16-autocast the
     recomputation changes the gradient by less than 1% (cosine > 0.999)."""
     extra = ["--checkpoint-activations"] + (["--offload-activations"] if offload else [])
-    cfg = training_cfg(tiny_data, "--cpu-bf16", *extra)
+    cfg = training_cfg(tiny_data, "--bf16-autocast", *extra)
     torch.manual_seed(0)
     checkpointed = tiny_task.build_model(cfg.model)
     layers = checkpointed.encoder.sentence_encoder.layers
     assert all(hasattr(layer, "precheckpoint_forward") for layer in layers)
     assert all(layer.forward.args[1] is offload for layer in layers)  # offload_to_cpu
-    plain = tiny_task.build_model(training_cfg(tiny_data, "--cpu-bf16").model)
+    plain = tiny_task.build_model(training_cfg(tiny_data, "--bf16-autocast").model)
     plain.load_state_dict(copy.deepcopy(checkpointed.state_dict()))
     criterion = MaskedDiffusionCriterion(cfg.criterion, tiny_task)
     sample = sample_of(tiny_task)
@@ -50,7 +50,7 @@ def test_checkpointed_layers_give_the_same_loss_and_gradients(tiny_data, tiny_ta
 def test_training_step_inside_fsdp_wrapping(tiny_data):
     """As fairseq-train --ddp-backend fully_sharded builds it: each layer its own FSDP unit."""
     cfg = training_cfg(tiny_data, "--ddp-backend", "fully_sharded", "--checkpoint-activations",
-                       "--cuda-bf16")
+                       "--bf16-autocast")
     task = tasks.setup_task(cfg.task)
     task.load_dataset("valid")
     with fsdp_enable_wrap(cfg.distributed_training):

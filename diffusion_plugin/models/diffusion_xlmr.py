@@ -125,19 +125,14 @@ class DiffusionXLMRConfig(FairseqDataclass):
             "prompt's keys and values can be cached exactly while decoding (--prompt-cache)"
         },
     )
-    cpu_bf16: bool = field(
+    bf16_autocast: bool = field(
         default=False,
         metadata={
-            "help": "on CPU, run the transformer under bf16 autocast (fp32 weights, optimizer "
-            "and loss); fairseq's own --bf16 needs a GPU"
-        },
-    )
-    cuda_bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "on CUDA, run the transformer under bf16 autocast (fp32 weights, optimizer "
-            "and loss): bf16 with --ddp-backend fully_sharded, which fairseq refuses to "
-            "combine with --bf16 (docs/SCALE.md)"
+            "help": "run the transformer under bf16 autocast on the device the model is on "
+            "(fp32 weights, optimizer and loss): bf16 on CPU, where fairseq's --bf16 needs a "
+            "GPU, and on CUDA with --ddp-backend fully_sharded, which fairseq refuses to "
+            "combine with --bf16 (docs/SCALE.md); replaces --cpu-bf16 / --cuda-bf16, which "
+            "older checkpoints carry"
         },
     )
 
@@ -209,10 +204,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
         return self.encoder.lm_head.weight is self.encoder.sentence_encoder.embed_tokens.weight
 
     def bf16_autocast(self, device):
-        """bf16 autocast on ``device`` where --cpu-bf16 (CPU) or --cuda-bf16 (CUDA) asks for it."""
-        enabled = (device.type == "cpu" and self.cfg.cpu_bf16) or (
-            device.type == "cuda" and safe_getattr(self.cfg, "cuda_bf16", False)
-        )
+        """bf16 autocast on ``device`` (CPU or CUDA) where --bf16-autocast asks for it."""
+        enabled = device.type in ("cpu", "cuda") and self.cfg.bf16_autocast
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def extract_features(self, tokens, prompt_lengths=None):
@@ -343,7 +336,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
         The separate predictor reads the frozen backbone's features computed without
         gradient and without dropout. prompt_features (B, S, H): that pass's features
         when the caller (decoding, in eval mode) already has them. The features (fp32,
-        or bf16 under --cpu-bf16 / --cuda-bf16) go into the length head in the dtype of
+        or bf16 under --bf16-autocast) go into the length head in the dtype of
         its weights, which fairseq's --fp16 / --bf16 casts to half / bfloat16.
         """
         if self.cfg.length_predictor == "separate":
