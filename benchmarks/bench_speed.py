@@ -90,16 +90,16 @@ def translation_rows(length_beam):
         for beam in (1, length_beam):
             rows.append(Row(f"K={steps}, {beam} lengths", "plugin", {"max_iter": steps, "beam_size": beam}))
     base = {"max_iter": 10, "beam_size": length_beam}
-    threshold = {**base, "strategy": "threshold0.9"}
+    threshold = {**base, "decoding_strategy": "threshold0.9"}
     rows += [
-        Row(f"{default}, --lm-head-positions all", "plugin", {**base, "lm_head_positions": "all"}, default),
-        Row(f"{default}, --keep-finished-canvases", "plugin", {**base, "keep_finished": True}, default),
-        Row(f"{default}, --separate-length-candidates", "plugin",
+        Row(f"{default}, lm_head_positions=all", "plugin", {**base, "lm_head_positions": "all"}, default),
+        Row(f"{default}, keep_finished", "plugin", {**base, "keep_finished": True}, default),
+        Row(f"{default}, separate_length_candidates", "plugin",
             {**base, "separate_length_candidates": True}, default),
         Row(f"{default}, --bf16-autocast", "plugin", base, default, bf16=True),
         Row(f"{default}, threshold0.9", "plugin", threshold, default),
-        Row(f"{default}, threshold0.7", "plugin", {**base, "strategy": "threshold0.7"}, default),
-        Row(f"{default}, threshold0.9, --lm-head-positions target", "plugin",
+        Row(f"{default}, threshold0.7", "plugin", {**base, "decoding_strategy": "threshold0.7"}, default),
+        Row(f"{default}, threshold0.9, lm_head_positions=target", "plugin",
             {**threshold, "lm_head_positions": "target"}, f"{default}, threshold0.9"),
         Row(f"{default}, --prompt-cache (refresh never)", "plugin", {**base, "prompt_cache": True}, default),
         Row(f"{default}, --prompt-cache-refresh 5", "plugin",
@@ -306,7 +306,7 @@ def build_generator(args, model_name, network, task, row):
     from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
     from fairseq.sequence_generator import SequenceGenerator
 
-    from diffusion_plugin.diffusion_generator import DiffusionGenerator
+    from variants import MeasuredGenerator
 
     dictionary = task.target_dictionary
     if model_name == "transformer":
@@ -317,7 +317,7 @@ def build_generator(args, model_name, network, task, row):
             dictionary, models=[network], eos_penalty=0.0, adaptive=True, **row.options
         )
     max_positions = min(task.max_positions(), network.max_positions())
-    return DiffusionGenerator(dictionary, max_positions=max_positions, **row.options)
+    return MeasuredGenerator(dictionary, max_positions=max_positions, **row.options)
 
 
 def collate(task, indices):

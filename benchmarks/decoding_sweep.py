@@ -43,10 +43,10 @@ STRATEGIES = [
 def parse_method(method):
     """'STRATEGY[+margin|+entropy|+guidance<w>]' -> DiffusionGenerator keywords."""
     strategy, *extras = method.split("+")
-    options = {"strategy": strategy}
+    options = {"decoding_strategy": strategy}
     for extra in extras:
         if extra in ("margin", "entropy"):
-            options["confidence"] = extra
+            options["unmasking_confidence"] = extra
         elif extra.startswith("guidance"):
             options["guidance_scale"] = float(extra[len("guidance"):])
         else:

@@ -101,8 +101,6 @@ def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = F
     likely tokens (``margin``) or one minus the normalised entropy (``entropy``), all
     in [0, 1], returned as logs.
     """
-    if temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {temperature}")
     log_probs = torch.log_softmax(logits.float() / (temperature if temperature_scales_scores else 1.0), dim=-1)
     if sampling:
         tempered = log_probs
@@ -118,12 +116,10 @@ def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = F
     if confidence == "margin":
         top2 = probs.topk(2, dim=-1).values
         value = top2[:, 0] - top2[:, 1]
-    elif confidence == "entropy":
+    else:  # entropy
         entropy = -(probs * log_probs.clamp(min=-1e4)).sum(-1)
         allowed = torch.isfinite(logits).sum(-1).clamp(min=2).float()
         value = 1.0 - entropy / allowed.log()
-    else:
-        raise ValueError(f"unknown confidence {confidence!r}; choose from {CONFIDENCES}")
     return tokens, scores, value.clamp(min=1e-12).log()
 
 

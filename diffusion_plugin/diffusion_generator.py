@@ -1,5 +1,6 @@
 """Length-beam iterative generator: RDM's reverse process over ``<s> prompt <mask>* </s>``."""
 
+import dataclasses
 import logging
 from typing import Optional
 
@@ -7,13 +8,10 @@ import sacrebleu
 import torch
 from fairseq import utils
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
-from diffusion_plugin.constants import LM_HEAD_POSITIONS
+from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion
+from diffusion_plugin.decoding_config import DecodingConfig
 
 logger = logging.getLogger(__name__)
-
-LENGTH_BEAM_MODES = ("topk", "window")
-CANDIDATE_SELECTIONS = ("score", "mbr-bleu", "mbr-chrf")
 
 
 class DiffusionGenerator:
@@ -29,105 +27,73 @@ class DiffusionGenerator:
     (``force_max_iter`` runs every step anyway, as the official code does).
     Candidates are ordered by mean token log-prob or by minimum Bayes risk.
 
-    Speed options that change no output: ``lm_head_positions`` (see
-    ``DiffusionXLMRModel.forward_decoder``), ``keep_finished`` (finished canvases stay
-    in the batch until the last one finishes) and ``separate_length_candidates`` (one
-    batch per candidate slot instead of all candidates in one forward), the last two
-    to measure what dropping and batching save. ``prompt_cache`` /
-    ``prompt_cache_refresh`` cache the prompt's states (exact only for models trained
-    with ``--prompt-attention prefix``).
+    ``decoding`` holds the plugin's options (:class:`DecodingConfig`; ``options``
+    override its fields by name); the other arguments are fairseq's generation options
+    (``FAIRSEQ_GENERATION_OPTIONS``). :meth:`candidate_groups`, :meth:`leave_batch`
+    and :meth:`decoder_step` are the hooks the speed benchmark's slower variants
+    override (benchmarks/variants.py).
     """
 
     def __init__(
         self,
         tgt_dict,
+        decoding: Optional[DecodingConfig] = None,
         max_iter: int = 10,
         beam_size: int = 1,
-        strategy: str = "reparam-uncond-deterministic-cosine",
         retain_history: bool = False,
         max_positions: int = 512,
-        length_beam_mode: str = "topk",
-        oracle_length: bool = False,
         temperature: float = 1.0,
         sampling: bool = False,
-        confidence: str = "prob",
-        guidance_scale: float = 0.0,
         force_max_iter: bool = False,
-        candidate_selection: str = "score",
         post_process: Optional[str] = None,
-        samples_per_length: int = 1,
-        lm_head_positions: str = "undecided",
-        keep_finished: bool = False,
-        separate_length_candidates: bool = False,
-        prompt_cache: bool = False,
-        prompt_cache_refresh: int = 0,
-        temperature_scales_scores: bool = False,
+        **options,
     ):
         if max_iter < 1:
             raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
         if beam_size < 1:
             raise ValueError(f"--iter-decode-with-beam must be >= 1, got {beam_size}")
-        if samples_per_length < 1:
-            raise ValueError(f"--samples-per-length must be >= 1, got {samples_per_length}")
-        if length_beam_mode not in LENGTH_BEAM_MODES:
-            raise ValueError(
-                f"--length-beam-mode {length_beam_mode!r}: choose from {LENGTH_BEAM_MODES}"
-            )
-        if candidate_selection not in CANDIDATE_SELECTIONS:
-            raise ValueError(
-                f"--candidate-selection {candidate_selection!r}: choose from "
-                f"{CANDIDATE_SELECTIONS}"
-            )
-        if confidence not in CONFIDENCES:
-            raise ValueError(f"--unmasking-confidence {confidence!r}: choose from {CONFIDENCES}")
-        if guidance_scale < 0:
-            raise ValueError(f"--guidance-scale must be >= 0, got {guidance_scale}")
-        self.strategy = ReverseStrategy.parse(strategy)
-        if self.strategy.kind in ("mask-predict", "ancestral") and confidence != "prob":
-            raise ValueError(
-                f"--decoding-strategy {strategy} does not rank by confidence; "
-                f"drop --unmasking-confidence {confidence}"
-            )
         if temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {temperature}")
-        if lm_head_positions not in LM_HEAD_POSITIONS:
-            raise ValueError(
-                f"--lm-head-positions {lm_head_positions!r}: choose from {LM_HEAD_POSITIONS}"
-            )
-        if prompt_cache_refresh < 0:
-            raise ValueError(f"--prompt-cache-refresh must be >= 0, got {prompt_cache_refresh}")
-        if prompt_cache and guidance_scale > 0:
-            raise ValueError(
-                "--prompt-cache does not combine with --guidance-scale (the unconditional "
-                "pass masks the prompt); drop one of them"
-            )
+        self.decoding = dataclasses.replace(decoding or DecodingConfig(), **options)
+        self.strategy = self.decoding.validate()
         self.tgt_dict = tgt_dict
         self.pad = tgt_dict.pad()
         self.eos = tgt_dict.eos()
         self.max_iter = max_iter
         self.beam_size = beam_size
-        self.samples_per_length = samples_per_length
-        self.num_candidates = beam_size * samples_per_length
+        self.samples_per_length = self.decoding.samples_per_length
+        self.num_candidates = beam_size * self.samples_per_length
         self.retain_history = retain_history
         self.max_positions = max_positions
-        self.length_beam_mode = length_beam_mode
-        self.oracle_length = oracle_length
-        self.decoding_options = dict(
+        self.length_beam_mode = str(self.decoding.length_beam_mode)
+        self.oracle_length = self.decoding.oracle_length
+        self.step_options = dict(
             strategy=self.strategy,
             temperature=temperature,
             sampling=sampling,
-            confidence=confidence,
-            guidance_scale=guidance_scale,
-            lm_head_positions=lm_head_positions,
-            prompt_cache=prompt_cache,
-            prompt_cache_refresh=prompt_cache_refresh,
-            temperature_scales_scores=temperature_scales_scores,
+            confidence=str(self.decoding.unmasking_confidence),
+            guidance_scale=self.decoding.guidance_scale,
+            prompt_cache=self.decoding.prompt_cache,
+            prompt_cache_refresh=self.decoding.prompt_cache_refresh,
+            temperature_scales_scores=self.decoding.temperature_scales_scores,
         )
-        self.keep_finished = keep_finished
-        self.separate_length_candidates = separate_length_candidates
         self.force_max_iter = force_max_iter
-        self.candidate_selection = candidate_selection
+        self.candidate_selection = str(self.decoding.candidate_selection)
         self.post_process = post_process
+
+    def candidate_groups(self, candidates, batch_size):
+        """The batches the candidates (batch_size * num_candidates,) are denoised in:
+        all in one. Returns LongTensor (groups, group size)."""
+        return candidates.unsqueeze(0)
+
+    def leave_batch(self, done):
+        """Row indices (LongTensor) of the canvases that stay in the batch after a step
+        where ``done`` (bool (N,)) are finished: the unfinished ones."""
+        return (~done).nonzero().view(-1)
+
+    def decoder_step(self, model, decoder_out, encoder_out):
+        """One reverse step of every canvas (the model's ``forward_decoder``)."""
+        return model.forward_decoder(decoder_out, encoder_out, **self.step_options)
 
     def candidate_lengths(self, model, encoder_out, sample=None):
         """Target lengths of the canvases of each prompt: LongTensor (B, beam * samples).
@@ -186,10 +152,7 @@ class DiffusionGenerator:
         lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
         rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.num_candidates)
         candidates = utils.new_arange(src_tokens, rows.numel())
-        if self.separate_length_candidates:
-            groups = candidates.view(batch_size, self.num_candidates).t()
-        else:
-            groups = candidates.unsqueeze(0)
+        groups = self.candidate_groups(candidates, batch_size)
         finals = [None] * rows.numel()
         for group in groups:
             group_encoder_out = model.reorder_encoder_out(encoder_out, rows[group])
@@ -247,7 +210,7 @@ class DiffusionGenerator:
         finals = [None] * lengths.numel()
         active = utils.new_arange(lengths, lengths.numel())
         for _ in range(self.max_iter):
-            decoder_out = model.forward_decoder(decoder_out, encoder_out, **self.decoding_options)
+            decoder_out = self.decoder_step(model, decoder_out, encoder_out)
             tokens = decoder_out.output_tokens
             if decoder_out.step == self.max_iter:
                 done = tokens.new_ones(tokens.size(0)).bool()
@@ -267,9 +230,7 @@ class DiffusionGenerator:
                     )
             if done.all():
                 break
-            if self.keep_finished:
-                continue
-            keep = (~done).nonzero().view(-1)
+            keep = self.leave_batch(done)
             active = active[keep]
             encoder_out = model.reorder_encoder_out(encoder_out, keep)
             decoder_out = decoder_out._replace(

@@ -20,17 +20,19 @@ from fairseq.dataclass.configs import GenerationConfig
 
 from diffusion_plugin.criterions.length_prediction import LengthPredictionCriterionConfig
 from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterionConfig
+from diffusion_plugin.decoding_config import FAIRSEQ_GENERATION_OPTIONS, DecodingConfig
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRConfig
 from diffusion_plugin.tasks.prompted_translation import PromptedTranslationConfig
 
-GENERATION_OPTIONS = (
-    "iter_decode_max_iter", "iter_decode_with_beam", "iter_decode_force_max_iter",
-    "retain_iter_history", "temperature", "sampling",
-)
+GENERATION_OPTIONS = [
+    f.name for f in fields(GenerationConfig) if f.name in FAIRSEQ_GENERATION_OPTIONS
+]
 """fairseq's own generation options (``fairseq-generate --help``) the generator reads."""
 
 COMPONENTS = (
     ("task prompted_translation (--task prompted_translation)", PromptedTranslationConfig, None),
+    ("decoding (options of the task: fairseq-generate, -interactive, validation, the hub "
+     "interface)", DecodingConfig, None),
     ("model diffusion_xlmr (--arch diffusion_xlmr_*)", DiffusionXLMRConfig, None),
     ("criterion masked_diffusion (--criterion masked_diffusion)", MaskedDiffusionCriterionConfig, None),
     ("criterion length_prediction (--criterion length_prediction)", LengthPredictionCriterionConfig, None),

@@ -8,7 +8,7 @@ import torch
 from helpers import batch
 from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
-from diffusion_plugin.tasks.prompted_translation import generator_options
+from diffusion_plugin.decoding_config import decoding_config, generator_arguments
 
 DETERMINISTIC = [
     "reparam-uncond-deterministic-cosine",
@@ -35,7 +35,7 @@ def body(hypo):
      if c == "prob" or not s.startswith("mask-predict")],
 )
 def test_batch_of_many_equals_batch_of_one(tiny_task, tiny_model, strategy, confidence):
-    gen = generator(tiny_task, max_iter=5, beam_size=3, strategy=strategy, confidence=confidence)
+    gen = generator(tiny_task, max_iter=5, beam_size=3, decoding_strategy=strategy, unmasking_confidence=confidence)
     indices = list(range(10))
     together = gen.generate([tiny_model], batch(tiny_task, indices))
     for i, index in enumerate(indices):
@@ -46,7 +46,7 @@ def test_batch_of_many_equals_batch_of_one(tiny_task, tiny_model, strategy, conf
 @pytest.mark.parametrize("strategy", DETERMINISTIC + RANDOM)
 def test_every_strategy_fills_every_position_within_k_steps(tiny_task, tiny_model, strategy):
     torch.manual_seed(0)
-    gen = generator(tiny_task, max_iter=4, beam_size=2, strategy=strategy, retain_history=True)
+    gen = generator(tiny_task, max_iter=4, beam_size=2, decoding_strategy=strategy, retain_history=True)
     special = {tiny_model.mask, tiny_model.pad, tiny_model.eos, tiny_task.target_dictionary.bos()}
     for sentence in gen.generate([tiny_model], batch(tiny_task, range(8))):
         for hypo in sentence:
@@ -100,7 +100,7 @@ def test_threshold_commits_every_confident_position_and_at_least_one():
 
 
 def test_threshold_decoding_terminates_with_at_least_one_commit_per_step(tiny_task, tiny_model):
-    gen = generator(tiny_task, max_iter=50, strategy="threshold1.0", retain_history=True)
+    gen = generator(tiny_task, max_iter=50, decoding_strategy="threshold1.0", retain_history=True)
     for sentence in gen.generate([tiny_model], batch(tiny_task, range(6))):
         hypo = sentence[0]
         masked = [int(h["tokens"].eq(tiny_model.mask).sum()) for h in hypo["history"]]
@@ -110,7 +110,7 @@ def test_threshold_decoding_terminates_with_at_least_one_commit_per_step(tiny_ta
 
 def test_ancestral_unmasking_never_remasks(tiny_task, tiny_model):
     torch.manual_seed(1)
-    gen = generator(tiny_task, max_iter=6, strategy="ancestral", retain_history=True)
+    gen = generator(tiny_task, max_iter=6, decoding_strategy="ancestral", retain_history=True)
     for sentence in gen.generate([tiny_model], batch(tiny_task, range(6))):
         history = [h["tokens"] for h in sentence[0]["history"]]
         for before, after in zip(history, history[1:]):
@@ -141,8 +141,8 @@ def test_window_lengths_surround_the_argmax(tiny_task, tiny_model):
 
 def test_forced_iterations_change_steps_not_outputs(tiny_task, tiny_model):
     sample = batch(tiny_task, range(6))
-    adaptive = generator(tiny_task, max_iter=8, strategy="threshold0.01").generate([tiny_model], sample)
-    forced = generator(tiny_task, max_iter=8, strategy="threshold0.01", force_max_iter=True).generate(
+    adaptive = generator(tiny_task, max_iter=8, decoding_strategy="threshold0.01").generate([tiny_model], sample)
+    forced = generator(tiny_task, max_iter=8, decoding_strategy="threshold0.01", force_max_iter=True).generate(
         [tiny_model], sample
     )
     assert any(s[0]["steps"] < 8 for s in adaptive)
@@ -231,8 +231,7 @@ def test_temperature_scales_scores_is_the_explicit_old_behaviour(tiny_task, tiny
     as_lists = [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in default]
     assert as_lists == [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in cold]
     assert as_lists != [[(h["tokens"].tolist(), h["positional_scores"].tolist()) for h in s] for s in scaled]
-    options = generator_options(tiny_task.cfg, tiny_task.cfg)
-    assert options["temperature_scales_scores"] is False
+    assert decoding_config(tiny_task.cfg).temperature_scales_scores is False
 
 
 def test_mbr_picks_the_consensus_candidate(tiny_task):
@@ -266,7 +265,7 @@ def test_bad_decoding_options_name_their_flag(tiny_task):
     cases = [
         (dict(temperature=0.0), "--temperature"),
         (dict(guidance_scale=-1.0), "--guidance-scale"),
-        (dict(confidence="margin", strategy="mask-predict"), "--unmasking-confidence"),
+        (dict(unmasking_confidence="margin", decoding_strategy="mask-predict"), "--unmasking-confidence"),
         (dict(length_beam_mode="around"), "--length-beam-mode"),
         (dict(candidate_selection="mbr-rouge"), "--candidate-selection"),
     ]
@@ -275,15 +274,18 @@ def test_bad_decoding_options_name_their_flag(tiny_task):
             DiffusionGenerator(dictionary, **kwargs)
 
 
-def test_fairseq_generation_flags_reach_the_generator(tiny_task):
+def test_fairseq_generation_flags_reach_the_generator(tiny_task, tiny_model):
     from argparse import Namespace
 
     args = Namespace(iter_decode_max_iter=7, iter_decode_with_beam=4, temperature=0.5,
                      sampling=True, iter_decode_force_max_iter=True)
-    options = generator_options(tiny_task.cfg, args)
+    options = generator_arguments(args)
     assert options["max_iter"] == 7 and options["beam_size"] == 4
     assert options["temperature"] == 0.5 and options["sampling"] and options["force_max_iter"]
-    assert options["strategy"] == tiny_task.cfg.decoding_strategy
+    assert decoding_config(tiny_task.cfg, args).decoding_strategy == tiny_task.cfg.decoding_strategy
+    generator = tiny_task.build_generator([tiny_model], args)
+    assert (generator.max_iter, generator.beam_size, generator.force_max_iter) == (7, 4, True)
+    assert generator.step_options["temperature"] == 0.5 and generator.step_options["sampling"]
 
 
 def test_samples_per_length_multiply_the_candidates_and_mbr_ranks_them(tiny_task, tiny_model):

@@ -23,11 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
-from diffusion_plugin.diffusion_generator import (
-    CANDIDATE_SELECTIONS,
-    LENGTH_BEAM_MODES,
-    DiffusionGenerator,
-)
+from diffusion_plugin.decoding_config import CANDIDATE_SELECTIONS, LENGTH_BEAM_MODES
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from variants import MeasuredGenerator
 
 CASES = {"invariants": 700, "batch_independence": 300, "early_stopping": 250}
 EARLY_STOP_CANVASES = 1000
@@ -76,12 +74,12 @@ def decoding_options(draw, deterministic):
     """DiffusionGenerator keywords; ``deterministic`` leaves out every random choice."""
     strategy = draw(strategy_names(deterministic))
     return dict(
-        strategy=strategy,
+        decoding_strategy=strategy,
         max_iter=draw(st.integers(1, 8)),
         beam_size=draw(st.integers(1, 4)),
         length_beam_mode=draw(st.sampled_from(LENGTH_BEAM_MODES)),
         oracle_length=draw(st.booleans()),
-        confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=not deterministic and draw(st.booleans()),
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
@@ -164,7 +162,7 @@ def test_decoding_invariants(tiny_task, model, vocabulary):
 
     check()
     assert len(cases) >= CASES["invariants"]
-    kinds = {ReverseStrategy.parse(o["strategy"]).kind for o in cases}
+    kinds = {ReverseStrategy.parse(o["decoding_strategy"]).kind for o in cases}
     assert kinds == {"reparam", "mask-predict", "threshold", "ancestral"} and any(o["sampling"] for o in cases)
 
 
@@ -196,11 +194,11 @@ def early_stopping_options(draw):
     sampling = draw(st.booleans())
     random = sampling or "stochastic" in strategy or strategy == "ancestral"
     return dict(
-        strategy=strategy,
+        decoding_strategy=strategy,
         max_iter=draw(st.integers(2, 12)),
         beam_size=draw(st.integers(1, 4)),
         oracle_length=draw(st.booleans()),
-        confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=sampling,
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
@@ -226,7 +224,7 @@ def test_early_stopping_equals_running_all_steps(tiny_task, model, vocabulary):
         sample = collate(tiny_task, pairs)
         runs = []
         for force in (False, True):
-            generator = DiffusionGenerator(
+            generator = MeasuredGenerator(
                 dictionary, max_positions=MAX_POSITIONS, force_max_iter=force, retain_history=force,
                 **options,
             )
@@ -238,7 +236,7 @@ def test_early_stopping_equals_running_all_steps(tiny_task, model, vocabulary):
                 (h["tokens"].tolist(), h["positional_scores"].tolist()) for h in full_hypos
             ]
             counts["canvases"] += len(full_hypos)
-            if options["strategy"].startswith("reparam-cond"):
+            if options["decoding_strategy"].startswith("reparam-cond"):
                 counts["cond_canvases"] += len(full_hypos)
                 for hypo in full_hypos:
                     stopped = first_unmasked(hypo["history"], model.mask)

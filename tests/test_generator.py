@@ -53,7 +53,7 @@ def test_prompt_is_never_touched(tiny_task, tiny_model):
 
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if "deterministic" in s])
 def test_mixed_length_batch_equals_one_sentence_at_a_time(tiny_task, tiny_model, strategy):
-    gen = generator(tiny_task, max_iter=6, beam_size=3, strategy=strategy)
+    gen = generator(tiny_task, max_iter=6, beam_size=3, decoding_strategy=strategy)
     indices = list(range(12))
     sample = batch(tiny_task, indices)
     assert sample["net_input"]["src_lengths"].unique().numel() > 3, "want mixed prompt lengths"
@@ -68,7 +68,7 @@ def test_mixed_length_batch_equals_one_sentence_at_a_time(tiny_task, tiny_model,
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_outputs_hold_no_special_symbols_and_follow_the_length_beam(tiny_task, tiny_model, strategy):
-    gen = generator(tiny_task, max_iter=3, beam_size=4, strategy=strategy)
+    gen = generator(tiny_task, max_iter=3, beam_size=4, decoding_strategy=strategy)
     sample = batch(tiny_task, range(10))
     hypos = gen.generate([tiny_model], sample)
     dictionary = tiny_task.target_dictionary
@@ -117,7 +117,7 @@ def emptied(sample, rows, dictionary):
 @pytest.mark.parametrize("strategy", STRATEGIES + ["mask-predict", "threshold0.05"])
 def test_empty_targets_decode_to_an_empty_canvas_under_the_oracle_length(tiny_task, tiny_model, strategy):
     dictionary = tiny_task.target_dictionary
-    gen = generator(tiny_task, max_iter=4, beam_size=2, oracle_length=True, strategy=strategy)
+    gen = generator(tiny_task, max_iter=4, beam_size=2, oracle_length=True, decoding_strategy=strategy)
     sample = batch(tiny_task, range(6))
     torch.manual_seed(0)
     mixed = gen.generate([tiny_model], emptied(sample, [0, 3], dictionary))

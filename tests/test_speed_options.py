@@ -1,13 +1,16 @@
 """Decoding speed options: each exact one changes no token; the prompt cache is exact
 with prefix attention and with a cache refreshed every step."""
 
+from dataclasses import fields, is_dataclass
+
 import pytest
 import torch
 from fairseq import tasks
 
 from helpers import batch, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
-from diffusion_plugin.tasks.prompted_translation import generator_options
+from diffusion_plugin.decoding_config import decoding_config
+from variants import MeasuredGenerator
 
 STRATEGIES = [
     "reparam-uncond-deterministic-cosine",
@@ -18,11 +21,11 @@ STRATEGIES = [
 ]
 
 
-def decode(task, model, sample, **kwargs):
+def decode(task, model, sample, generator_class=DiffusionGenerator, **kwargs):
     """Token lists and step counts of every candidate, best-first, seeded."""
     torch.manual_seed(0)
     options = dict(max_iter=6, beam_size=3) | kwargs
-    gen = DiffusionGenerator(task.target_dictionary, max_positions=64, **options)
+    gen = generator_class(task.target_dictionary, max_positions=64, **options)
     return [
         [(h["tokens"].tolist(), h["steps"]) for h in sentence]
         for sentence in gen.generate([model], sample)
@@ -40,9 +43,11 @@ def prefix_model(tiny_data):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_lm_head_positions_change_no_token(tiny_task, tiny_model, strategy):
     sample = batch(tiny_task, range(8))
-    undecided = decode(tiny_task, tiny_model, sample, strategy=strategy)
+    undecided = decode(tiny_task, tiny_model, sample, decoding_strategy=strategy)
     for positions in ("target", "all"):
-        assert decode(tiny_task, tiny_model, sample, strategy=strategy, lm_head_positions=positions) == undecided
+        assert decode(
+            tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy, lm_head_positions=positions
+        ) == undecided
 
 
 def test_undecided_positions_skip_committed_tokens_unless_the_strategy_revises_them(tiny_task, tiny_model):
@@ -55,7 +60,7 @@ def test_undecided_positions_skip_committed_tokens_unless_the_strategy_revises_t
     handle = head.register_forward_hook(lambda module, args, out: rows.append(out.size(0)))
     try:
         for name in ("threshold0.05", "reparam-uncond-deterministic-cosine"):
-            strategy = DiffusionGenerator(tiny_task.target_dictionary, strategy=name).strategy
+            strategy = DiffusionGenerator(tiny_task.target_dictionary, decoding_strategy=name).strategy
             step = tiny_model.forward_decoder(decoder_out, encoder_out, strategy=strategy)
             masked = int(step.output_tokens.eq(tiny_model.mask).sum())
             rows.clear()
@@ -70,10 +75,13 @@ def test_undecided_positions_skip_committed_tokens_unless_the_strategy_revises_t
 @pytest.mark.parametrize("strategy", ["reparam-uncond-deterministic-linear", "threshold0.05"])
 def test_dropping_finished_canvases_and_batching_candidates_change_no_token(tiny_task, tiny_model, strategy):
     sample = batch(tiny_task, range(8))
-    default = decode(tiny_task, tiny_model, sample, strategy=strategy)
+    default = decode(tiny_task, tiny_model, sample, decoding_strategy=strategy)
     assert any(steps < 6 for sentence in default for _, steps in sentence)
-    assert decode(tiny_task, tiny_model, sample, strategy=strategy, keep_finished=True) == default
-    separate = decode(tiny_task, tiny_model, sample, strategy=strategy, separate_length_candidates=True)
+    kept = decode(tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy, keep_finished=True)
+    assert kept == default
+    separate = decode(
+        tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy, separate_length_candidates=True
+    )
     assert separate == default
 
 
@@ -99,8 +107,8 @@ def test_prefix_attention_keeps_the_prompt_blind_to_the_target(tiny_task, prefix
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_prompt_cache_is_exact_with_prefix_attention(tiny_task, prefix_model, strategy):
     sample = batch(tiny_task, range(8))
-    uncached = decode(tiny_task, prefix_model, sample, strategy=strategy)
-    assert decode(tiny_task, prefix_model, sample, strategy=strategy, prompt_cache=True) == uncached
+    uncached = decode(tiny_task, prefix_model, sample, decoding_strategy=strategy)
+    assert decode(tiny_task, prefix_model, sample, decoding_strategy=strategy, prompt_cache=True) == uncached
 
 
 def test_cached_target_features_match_a_full_pass(tiny_task, tiny_model):
@@ -145,19 +153,19 @@ def test_prefix_attention_trains(tiny_data):
 
 def test_speed_options_reach_the_generator_and_bad_ones_name_their_flag(tiny_task):
     class Args:
-        lm_head_positions = "all"
-        keep_finished_canvases = True
-        separate_length_candidates = True
         prompt_cache = True
         prompt_cache_refresh = 2
 
-    options = generator_options(tiny_task.cfg, Args())
-    assert (options["lm_head_positions"], options["keep_finished"]) == ("all", True)
-    assert options["separate_length_candidates"] and options["prompt_cache"]
-    assert options["prompt_cache_refresh"] == 2
+    options = decoding_config(tiny_task.cfg, Args())
+    assert options.prompt_cache and options.prompt_cache_refresh == 2
     dictionary = tiny_task.target_dictionary
-    with pytest.raises(ValueError, match="--lm-head-positions"):
-        DiffusionGenerator(dictionary, lm_head_positions="masked")
+    with pytest.raises(ValueError, match="lm_head_positions"):
+        MeasuredGenerator(dictionary, lm_head_positions="masked")
+    with pytest.raises(TypeError):  # measurement variants are no option of the plugin's generator
+        DiffusionGenerator(dictionary, lm_head_positions="all")
+    flags = {f.name for f in fields(type(tiny_task.cfg))} if is_dataclass(tiny_task.cfg) else set(tiny_task.cfg)
+    assert not flags & {"lm_head_positions", "keep_finished_canvases", "separate_length_candidates"}
+    assert "prompt_cache" in flags
     with pytest.raises(ValueError, match="--prompt-cache-refresh"):
         DiffusionGenerator(dictionary, prompt_cache=True, prompt_cache_refresh=-1)
     with pytest.raises(ValueError, match="--guidance-scale"):

@@ -19,19 +19,10 @@ from fairseq.tasks.translation import (
 )
 from omegaconf import II
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP
-from diffusion_plugin.constants import (
-    LM_HEAD_POSITIONS,
-    MASK_SYMBOL,
-    PROMPT_TEMPLATE_FILE,
-    SENTENCEPIECE_MODEL,
-)
+from diffusion_plugin.constants import MASK_SYMBOL, PROMPT_TEMPLATE_FILE, SENTENCEPIECE_MODEL
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
-from diffusion_plugin.diffusion_generator import (
-    CANDIDATE_SELECTIONS,
-    LENGTH_BEAM_MODES,
-    DiffusionGenerator,
-)
+from diffusion_plugin.decoding_config import DecodingConfig, decoding_config, generator_arguments
+from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge_sums
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRModel
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
@@ -41,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PromptedTranslationConfig(TranslationConfig):
+class PromptedTranslationConfig(TranslationConfig, DecodingConfig):
+    """fairseq's translation options, the decoding options (DecodingConfig) and these."""
+
     max_positions: int = field(
         default=512,
         metadata={
@@ -58,56 +51,6 @@ class PromptedTranslationConfig(TranslationConfig):
         },
     )
     seed: int = II("common.seed")
-    decoding_strategy: str = field(
-        default="reparam-uncond-deterministic-cosine",
-        metadata={"help": f"reverse process: {STRATEGY_HELP}"},
-    )
-    unmasking_confidence: ChoiceEnum(CONFIDENCES) = field(
-        default="prob",
-        metadata={
-            "help": "what ranks positions for reparam and threshold strategies: the "
-            "token's probability, the margin to the second token, or 1 - normalised entropy"
-        },
-    )
-    guidance_scale: float = field(
-        default=0.0,
-        metadata={
-            "help": "classifier-free guidance w: logits u + (1 + w)(c - u), u computed "
-            "with the prompt masked; 0 turns it off"
-        },
-    )
-    length_beam_mode: ChoiceEnum(LENGTH_BEAM_MODES) = field(
-        default="topk",
-        metadata={
-            "help": "candidate lengths of --iter-decode-with-beam B: the length head's "
-            "top-B, or a window of B lengths around its argmax (CMLM)"
-        },
-    )
-    temperature_scales_scores: bool = field(
-        default=False,
-        metadata={
-            "help": "also divide the logits by --temperature for the log-probs that rank "
-            "positions (re-masking) and candidates (mean score); by default --temperature "
-            "only changes what --sampling draws from, as in the official code"
-        },
-    )
-    oracle_length: bool = field(
-        default=False, metadata={"help": "decode with the reference target length"}
-    )
-    samples_per_length: int = field(
-        default=1,
-        metadata={
-            "help": "canvases per candidate length (they differ under --sampling or a "
-            "stochastic strategy); all are ranked by --candidate-selection"
-        },
-    )
-    candidate_selection: ChoiceEnum(CANDIDATE_SELECTIONS) = field(
-        default="score",
-        metadata={
-            "help": "pick among length candidates by mean token log-prob, or by minimum "
-            "Bayes risk with sentence sacreBLEU or chrF between candidates"
-        },
-    )
     eval_rouge: bool = field(
         default=False,
         metadata={
@@ -138,43 +81,6 @@ class PromptedTranslationConfig(TranslationConfig):
             "hypotheses and references)"
         },
     )
-    lm_head_positions: ChoiceEnum(LM_HEAD_POSITIONS) = field(
-        default="undecided",
-        metadata={
-            "help": "where each step runs the LM head and its softmax: the positions the "
-            "strategy may still change, every target position, or the whole sequence "
-            "(same output; the last two measure the saving)"
-        },
-    )
-    keep_finished_canvases: bool = field(
-        default=False,
-        metadata={
-            "help": "keep finished canvases in the batch until the last one finishes "
-            "(same output, slower; measures what dropping them saves)"
-        },
-    )
-    separate_length_candidates: bool = field(
-        default=False,
-        metadata={
-            "help": "decode the length candidates one slot at a time instead of in one "
-            "batch (same output, slower; measures what batching them saves)"
-        },
-    )
-    prompt_cache: bool = field(
-        default=False,
-        metadata={
-            "help": "run only the target through the layers, reusing the prompt's cached "
-            "keys/values: exact for models trained with --prompt-attention prefix, "
-            "approximate (Fast-dLLM) otherwise, refreshed by --prompt-cache-refresh"
-        },
-    )
-    prompt_cache_refresh: int = field(
-        default=0,
-        metadata={
-            "help": "with --prompt-cache, recompute the cache with a full pass every N "
-            "steps (0: only at the first step of a full-attention model)"
-        },
-    )
     prompt_template: str = field(
         default="auto",
         metadata={
@@ -182,40 +88,6 @@ class PromptedTranslationConfig(TranslationConfig):
             f"'auto' reads {PROMPT_TEMPLATE_FILE} from the data directory if present, "
             "'none' feeds lines unchanged"
         },
-    )
-
-
-def generator_options(task_cfg, args):
-    """DiffusionGenerator keywords from fairseq's generation options and the task's.
-
-    ``args`` (fairseq's ``--iter-decode-*``, ``--temperature``, ``--sampling``, ...)
-    may also override the task's decoding options, as the hub interface does.
-    """
-
-    def option(name, default):
-        return getattr(args, name, getattr(task_cfg, name, default))
-
-    return dict(
-        max_iter=option("iter_decode_max_iter", 10),
-        beam_size=option("iter_decode_with_beam", 1),
-        strategy=option("decoding_strategy", "reparam-uncond-deterministic-cosine"),
-        retain_history=option("retain_iter_history", False),
-        length_beam_mode=str(option("length_beam_mode", "topk")),
-        oracle_length=option("oracle_length", False),
-        temperature=option("temperature", 1.0),
-        sampling=option("sampling", False),
-        confidence=str(option("unmasking_confidence", "prob")),
-        guidance_scale=option("guidance_scale", 0.0),
-        force_max_iter=option("iter_decode_force_max_iter", False),
-        candidate_selection=str(option("candidate_selection", "score")),
-        samples_per_length=option("samples_per_length", 1),
-        post_process=option("post_process", None),
-        lm_head_positions=str(option("lm_head_positions", "undecided")),
-        keep_finished=option("keep_finished_canvases", False),
-        separate_length_candidates=option("separate_length_candidates", False),
-        prompt_cache=option("prompt_cache", False),
-        prompt_cache_refresh=option("prompt_cache_refresh", 0),
-        temperature_scales_scores=option("temperature_scales_scores", False),
     )
 
 
@@ -273,7 +145,7 @@ class PromptedTranslationTask(TranslationTask):
                 "binarizing (scripts/prepare_prompted.py always does)"
             )
         logger.info(f"dictionary: {len(src_dict)} types ({MASK_SYMBOL}={src_dict.index(MASK_SYMBOL)})")
-        DiffusionGenerator(src_dict, **generator_options(cfg, cfg))
+        decoding_config(cfg).validate()
         return cls(cfg, src_dict, src_dict)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -408,7 +280,10 @@ class PromptedTranslationTask(TranslationTask):
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         max_positions = min(self.cfg.max_positions, *(m.max_positions() for m in models))
         return DiffusionGenerator(
-            self.target_dictionary, max_positions=max_positions, **generator_options(self.cfg, args)
+            self.target_dictionary,
+            decoding_config(self.cfg, args),
+            max_positions=max_positions,
+            **generator_arguments(args),
         )
 
     def build_tokenizer(self, args):
