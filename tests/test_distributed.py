@@ -42,7 +42,8 @@ def runs(tiny_data, tmp_path_factory):
         [
             sys.executable, SCRIPTS / "train_local_workers.py", "--workers", "2", "--",
             tiny_data, *TRAIN_ARGS, "--save-dir", work / "two",
-        ]
+        ],
+        timeout=900,  # a rank that never joins would otherwise wait for gloo's 30 minutes
     )
     states = [torch.load(work / name / "checkpoint_last.pt", weights_only=False) for name in ("one", "two")]
     return [train_log(one.stdout + one.stderr), train_log(two.stdout + two.stderr)], states
