@@ -1,7 +1,9 @@
 """Installs diffusion_plugin, a fairseq --user-dir plugin for diffusion language models.
 
-``pip install .`` pulls fairseq with its own dependencies, torchaudio included;
-scripts/setup_env.sh builds an environment without torchaudio (see README).
+``pip install .`` pulls fairseq with its own dependencies, torchaudio included; beside
+a CPU torch, PyPI's torchaudio (a CUDA build) cannot load, and the README's install
+removes it (``scripts/check_pip_install.sh`` runs that path; scripts/setup_env.sh
+builds an environment without torchaudio).
 """
 
 from pathlib import Path

@@ -108,6 +108,9 @@ class Pipeline:
         self.state_path = self.workdir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.sizes = SMOKE_SIZES if args.smoke else SIZES
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                                   capture_output=True, text=True)
+        self.commit = described.stdout.strip() or None  # the code every run used
         settings = {"smoke": args.smoke, "seed": args.seed}
         if self.state.setdefault("settings", settings) != settings:
             raise SystemExit(
@@ -163,6 +166,7 @@ class Pipeline:
         peak = max(loads) if loads else None
         return {
             "command": f"OMP_NUM_THREADS={threads} " + shlex.join(cmd),
+            "commit": self.commit,
             "wall_s": round(time.time() - started, 1),
             "cpu_s": round(cpu, 1),
             "peak_load": peak,
@@ -693,7 +697,7 @@ class Claims:
             axes.grid(alpha=0.3)
             axes.legend(fontsize=7)
         figure.tight_layout()
-        image = (REPO / "docs" / "img" if not self.args.smoke else self.pipe.workdir) / "reproduction_curves.png"
+        image = (self.args.doc.parent / "img" if not self.args.smoke else self.pipe.workdir) / "reproduction_curves.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(image, dpi=110)
         rows = [[key, *[f"{u}: {b:.2f}" for u, b in sorted(scores.items())]] for key, scores in points.items()]

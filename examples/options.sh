@@ -24,7 +24,7 @@ parse_options() {
 }
 
 # start_run SUBDIR...: the environment (scripts/setup_env.sh, unless $venv names one),
-# $data and $workdir made absolute, a fresh $workdir with SUBDIRs, the repository root as
+# $data (unless empty) and $workdir made absolute, a fresh $workdir with SUBDIRs, the repository root as
 # working directory, and $started for the elapsed time.
 start_run() {
   if [ -z "${venv:-}" ]; then
@@ -32,7 +32,7 @@ start_run() {
     venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"
   fi
   export PATH="$venv/bin:$PATH" PYTHONWARNINGS=ignore
-  data="$(realpath "$data")"
+  [ -z "$data" ] || data="$(realpath "$data")"
   workdir="$(realpath -m "$workdir")"
   cd "$root"
   rm -rf "$workdir"

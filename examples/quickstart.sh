@@ -1,69 +1,38 @@
 #!/usr/bin/env bash
 # The main job on an embedded default: a seeded synthetic corpus (see
 # scripts/make_synthetic_corpus.py) -> prompted binarized data -> fairseq-train
-# (diffusion_xlmr_tiny) -> fairseq-generate with a length beam -> sacreBLEU.
-# The last line printed is sacreBLEU's score line with its signature.
+# (diffusion_xlmr_tiny, a fixed number of updates) -> fairseq-generate with a length
+# beam -> sacreBLEU. It prints the updates done, the training and total time, and last
+# sacreBLEU's score line with its signature. The same --seed and --threads give the
+# same score on any machine with the same software and CPU instruction set.
 #
-#   bash examples/quickstart.sh                       # synthetic corpus, ~7 min on 2 CPU cores
+#   bash examples/quickstart.sh                       # synthetic corpus, ~10 min on a CPU core
 #   bash examples/quickstart.sh --data ../shared/data/multi30k --src de --tgt en \
 #        --train train --valid val --test test_2016_flickr \
 #        --template "Translate the German sentence to English. German: {src} English:" \
-#        --vocab-size 8000 --spm-model-type unigram --minutes 30 --layers 6
-# Other options: --workdir DIR (default work/quickstart), --max-update N, --max-tokens N,
-# --lr X, --warmup-updates N, --iter-decode-max-iter K, --length-beam B,
-# --time-sampling coupled|single. The default here is one noise level per
-# example (single): per example it costs half of RDM's coupled pair, so a fixed
-# CPU-time budget sees twice the sentences.
+#        --vocab-size 8000 --spm-model-type unigram --max-update 100000 --minutes 30 --layers 6
+# Other options: --workdir DIR (default work/quickstart), --minutes M (also stop after M
+# minutes of training: the score then depends on the machine's speed), --max-tokens N,
+# --lr X, --warmup-updates N, --seed N, --threads N (torch threads, default 1: the
+# floating-point sums, hence the score, depend on it), --iter-decode-max-iter K,
+# --length-beam B, --time-sampling coupled|single, --venv DIR (use this environment as
+# is). The default here is one noise level per example (single): per example it costs
+# half of RDM's coupled pair, so a CPU budget sees twice the sentences.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 data="" src=src tgt=tgt train=train valid=valid test=test
 template="Translate: {src} =>"
-vocab_size=1000
-spm_type=bpe
-max_update=100000
-minutes=6
-max_tokens=1000
-time_sampling=single
-lr=1e-3
-warmup=50
-layers=3
-steps=10
-length_beam=3
-workdir="$root/work/quickstart"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --data) data="$2"; shift 2 ;;
-    --src) src="$2"; shift 2 ;;
-    --tgt) tgt="$2"; shift 2 ;;
-    --train) train="$2"; shift 2 ;;
-    --valid) valid="$2"; shift 2 ;;
-    --test) test="$2"; shift 2 ;;
-    --template) template="$2"; shift 2 ;;
-    --vocab-size) vocab_size="$2"; shift 2 ;;
-    --spm-model-type) spm_type="$2"; shift 2 ;;
-    --max-update) max_update="$2"; shift 2 ;;
-    --minutes) minutes="$2"; shift 2 ;;
-    --layers) layers="$2"; shift 2 ;;
-    --max-tokens) max_tokens="$2"; shift 2 ;;
-    --time-sampling) time_sampling="$2"; shift 2 ;;
-    --lr) lr="$2"; shift 2 ;;
-    --warmup-updates) warmup="$2"; shift 2 ;;
-    --iter-decode-max-iter) steps="$2"; shift 2 ;;
-    --length-beam) length_beam="$2"; shift 2 ;;
-    --workdir) workdir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "quickstart.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
-
-bash "$root/scripts/setup_env.sh"
-venv="${DIFFUSION_PLUGIN_VENV:-$root/.venv}"
-export PATH="$venv/bin:$PATH" PYTHONWARNINGS=ignore
-cd "$root"
-rm -rf "$workdir"
-mkdir -p "$workdir"
-started=$SECONDS
+vocab_size=1000 spm_model_type=bpe
+max_update=2000 minutes="" seed=1 threads=1
+max_tokens=1000 time_sampling=single lr=1e-3 warmup_updates=50 layers=3
+iter_decode_max_iter=10 length_beam=3
+workdir="$root/work/quickstart" venv=""
+valued=" data src tgt train valid test template vocab_size spm_model_type max_update minutes seed threads max_tokens time_sampling lr warmup_updates layers iter_decode_max_iter length_beam workdir venv "
+source "$root/examples/options.sh"
+parse_options quickstart.sh 2,20 "$@"
+start_run
+export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 
 if [ -z "$data" ]; then
   echo "== synthetic corpus (seeded) -> $workdir/raw"
@@ -74,29 +43,36 @@ fi
 echo "== prompted, binarized data -> $workdir/data-bin"
 python scripts/prepare_prompted.py --source-lang "$src" --target-lang "$tgt" \
   --trainpref "$data/$train" --validpref "$data/$valid" --testpref "$data/$test" \
-  --template "$template" --vocab-size "$vocab_size" --spm-model-type "$spm_type" \
+  --template "$template" --vocab-size "$vocab_size" --spm-model-type "$spm_model_type" \
   --destdir "$workdir/data-bin"
 
-echo "== fairseq-train diffusion_xlmr_tiny ($layers layers; $minutes min or $max_update updates)"
+stop_time=()
+if [ -n "$minutes" ]; then
+  stop_time=(--stop-time-hours "$(python -c "print($minutes / 60)")")
+fi
+echo "== fairseq-train diffusion_xlmr_tiny ($layers layers; $max_update updates${minutes:+ or $minutes min})"
+train_started=$SECONDS
 fairseq-train "$workdir/data-bin" --user-dir diffusion_plugin \
   --task prompted_translation -s "$src" -t "$tgt" \
   --arch diffusion_xlmr_tiny --encoder-layers "$layers" --bf16-autocast \
   --criterion masked_diffusion --time-sampling "$time_sampling" \
   --optimizer adam --adam-betas '(0.9,0.98)' \
-  --lr "$lr" --lr-scheduler fixed --warmup-updates "$warmup" \
+  --lr "$lr" --lr-scheduler fixed --warmup-updates "$warmup_updates" \
   --dropout 0 --attention-dropout 0 --max-tokens "$max_tokens" \
-  --max-update "$max_update" --stop-time-hours "$(python -c "print($minutes / 60)")" --seed 1 \
+  --max-update "$max_update" "${stop_time[@]}" --seed "$seed" \
   --save-dir "$workdir/checkpoints" --no-epoch-checkpoints --validate-interval 1000 \
   --save-interval 1000 --log-format simple --log-interval 100 \
   > "$workdir/train.log" 2>&1 || { tail -n 30 "$workdir/train.log"; exit 1; }
-grep -E "valid on|done training" "$workdir/train.log" | tail -n 2
+updates="$(grep -oP "num_updates \K\d+" "$workdir/train.log" | tail -n 1)"
+accuracy="$(grep "valid on" "$workdir/train.log" | grep -oP "\| accuracy \K[\d.]+" | tail -n 1)"
+echo "== trained $updates updates in $((SECONDS - train_started)) s (valid masked-token accuracy $accuracy%)"
 
-echo "== fairseq-generate: $steps steps, length beam $length_beam"
+echo "== fairseq-generate: $iter_decode_max_iter steps, length beam $length_beam"
 fairseq-generate "$workdir/data-bin" --user-dir diffusion_plugin \
   --task prompted_translation -s "$src" -t "$tgt" \
   --path "$workdir/checkpoints/checkpoint_last.pt" --gen-subset test \
-  --iter-decode-max-iter "$steps" --iter-decode-with-beam "$length_beam" \
-  --batch-size 64 --post-process sentencepiece \
+  --iter-decode-max-iter "$iter_decode_max_iter" --iter-decode-with-beam "$length_beam" \
+  --batch-size 64 --post-process sentencepiece --seed "$seed" \
   > "$workdir/generate.out" 2> "$workdir/generate.log" || { tail -n 30 "$workdir/generate.log"; exit 1; }
 grep -P "^D-\d+\t" "$workdir/generate.out" | sort -t- -k2 -n | cut -f3 > "$workdir/test.hyp"
 grep "Translated" "$workdir/generate.log" | sed 's/.*INFO:fairseq_cli.generate://'

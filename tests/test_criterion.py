@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from fairseq import metrics
 
-from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterion
+from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterion, batch_seed
 
 
 class FixedLogits(torch.nn.Module):
@@ -50,7 +50,7 @@ def test_loss_matches_hand_computation(tiny_task, tiny_cfg, weighting, label_smo
     torch.manual_seed(3)
     loss, sample_size, log = criterion(model, sample)
 
-    torch.manual_seed(3)
+    torch.manual_seed(batch_seed(sample))  # the criterion's seed: torch's seed 3 and the batch's first id
     noised, masked, t = criterion.diffusion.q_sample_coupled(sample["tokens"], sample["target_mask"])
     assert torch.equal(model.calls[0][1], masked)
     logits = model(sample["net_input"]["src_tokens"], None, noised, masked)
@@ -76,6 +76,27 @@ def test_loss_matches_hand_computation(tiny_task, tiny_cfg, weighting, label_smo
     assert log["masked_tokens"] == flat
     ratio = sum(masked[r].sum().item() / maskable[r].sum().item() for r in range(tokens.size(0)))
     assert log["mask_ratio"] == pytest.approx(ratio)
+
+
+def test_noise_follows_the_update_seed_and_the_batch_not_earlier_draws(tiny_task, tiny_cfg):
+    criterion = build(tiny_task, tiny_cfg)
+    sample = first_batch(tiny_task)
+    model = FixedLogits(len(tiny_task.target_dictionary))
+    torch.manual_seed(3)  # what fairseq's trainer does before an update
+    criterion(model, sample)
+    torch.rand(100)  # another micro-batch of the same update drew first
+    criterion(model, sample)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    torch.rand(100)
+    assert torch.equal(torch.rand(1), after), "the criterion leaves torch's generator as it found it"
+    torch.manual_seed(4)  # the next update
+    criterion(model, sample)
+    torch.manual_seed(3)
+    criterion(model, dict(sample, id=sample["id"] + 1))  # another batch in the same update
+    masks = [masked for _, masked in model.calls]
+    assert torch.equal(masks[0], masks[1])
+    assert not torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[3])
 
 
 def test_single_sampling_scores_one_copy_per_example(tiny_task, tiny_cfg):

@@ -10,6 +10,7 @@ import pytest
 from helpers import BIN, ROOT
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 40 fairseq runs
 
 
 def reproduce(workdir, *claims):

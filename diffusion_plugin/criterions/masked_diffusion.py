@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
@@ -37,6 +38,16 @@ class MaskedDiffusionCriterionConfig(FairseqDataclass):
     )
 
 
+def batch_seed(sample) -> int:
+    """The seed of one batch's time, mask and dropout draws: fairseq's per-update seed
+    (its trainer seeds torch with ``--seed`` + the number of updates before every update)
+    mixed with the batch's first example id. A batch then draws the same noise whichever
+    worker or ``--update-freq`` slot it lands in, so N workers train as one worker with
+    ``--update-freq N``, and workers do not share their noise. Mixed as fairseq's
+    ``data_utils.numpy_seed`` mixes seeds, into 32 bits (torch's CPU generator keeps 32)."""
+    return hash((torch.initial_seed(), int(sample["id"][0]))) % 2**32
+
+
 @register_criterion("masked_diffusion", dataclass=MaskedDiffusionCriterionConfig)
 class MaskedDiffusionCriterion(FairseqCriterion):
     """Loss of one batch (R noised rows: R = 2B when coupled, B when single)::
@@ -65,23 +76,24 @@ class MaskedDiffusionCriterion(FairseqCriterion):
             )
         tokens, maskable = sample["tokens"], sample["target_mask"]
         batch_size = tokens.size(0)
-        if self.cfg.time_sampling == "coupled":
-            noised, masked, t = self.diffusion.q_sample_coupled(tokens, maskable)
-            maskable = maskable.repeat(2, 1)
-            tokens = tokens.repeat(2, 1)
-        else:
-            t = self.diffusion.sample_time(batch_size, device=tokens.device)
-            noised, masked = self.diffusion.q_sample(tokens, maskable, t)
-        num_rows = tokens.size(0)
-        predict_length = self.cfg.length_loss_factor > 0
+        with utils.set_torch_seed(batch_seed(sample)):
+            if self.cfg.time_sampling == "coupled":
+                noised, masked, t = self.diffusion.q_sample_coupled(tokens, maskable)
+                maskable = maskable.repeat(2, 1)
+                tokens = tokens.repeat(2, 1)
+            else:
+                t = self.diffusion.sample_time(batch_size, device=tokens.device)
+                noised, masked = self.diffusion.q_sample(tokens, maskable, t)
+            num_rows = tokens.size(0)
+            predict_length = self.cfg.length_loss_factor > 0
 
-        net_output = model(
-            sample["net_input"]["src_tokens"],
-            sample["net_input"]["src_lengths"],
-            noised,
-            masked,
-            predict_length=predict_length,
-        )
+            net_output = model(
+                sample["net_input"]["src_tokens"],
+                sample["net_input"]["src_lengths"],
+                noised,
+                masked,
+                predict_length=predict_length,
+            )
         lprobs = F.log_softmax(net_output["word_logits"].float(), dim=-1)
         targets = tokens[masked]
         nll = -lprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -130,6 +142,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
         masked_tokens = total("masked_tokens")
         nsentences = total("nsentences")
         metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("sample_size", sample_size, round=1)  # rows per update (valid: per batch)
         metrics.log_scalar(
             "diffusion_loss", total("diffusion_loss") / sample_size / math.log(2), sample_size, round=3
         )
