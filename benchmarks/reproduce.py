@@ -32,6 +32,7 @@ table's shape and the provenance of its runs, never its numbers.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -106,29 +107,65 @@ class Pipeline:
         self.workdir = args.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.workdir / "state.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.state, self.stage_locks = {}, {}
+        self.reload()
         self.sizes = SMOKE_SIZES if args.smoke else SIZES
         described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
                                    capture_output=True, text=True)
         self.commit = described.stdout.strip() or None  # the code every run used
         settings = {"smoke": args.smoke, "seed": args.seed}
-        if self.state.setdefault("settings", settings) != settings:
+        if self.state.get("settings", settings) != settings:
             raise SystemExit(
                 f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
                 "pass another --workdir or remove it"
             )
+        if "settings" not in self.state:
+            self.record_settings(settings)
 
-    def save(self):
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        tmp.replace(self.state_path)
+    def record_settings(self, settings):
+        with self.lock("state"):
+            self.reload()
+            self.state.setdefault("settings", settings)
+            self.state_path.write_text(json.dumps(self.state, indent=1, sort_keys=True))
 
     def done(self, key):
         return key in self.state.get("stages", {})
 
+    def lock(self, name):
+        """An exclusive lock on WORKDIR/locks/NAME.lock (blocks while another process holds it)."""
+        (self.workdir / "locks").mkdir(exist_ok=True)
+        handle = open(self.workdir / "locks" / f"{name}.lock", "w")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    def reload(self):
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+
+    def claim(self, key):
+        """Whether this process is to run stage ``key``: False when it is done, also when
+        another driver on the same work directory (which this waits for) has just done it.
+        The stage stays locked until :meth:`record` stores its result (or the process ends)."""
+        if self.done(key):
+            return False
+        handle = self.lock(f"stage-{key}")
+        self.reload()
+        if self.done(key):
+            handle.close()
+            return False
+        self.stage_locks[key] = handle
+        return True
+
     def record(self, key, value):
-        self.state.setdefault("stages", {})[key] = value
-        self.save()
+        """Store a stage's result in state.json, merged with what other drivers stored."""
+        with self.lock("state"):
+            self.reload()
+            self.state.setdefault("stages", {})[key] = value
+            tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+            tmp.replace(self.state_path)
+        if key in self.stage_locks:
+            self.stage_locks.pop(key).close()
 
     def run(self, name, cmd, log_name=None):
         """Run cmd on --threads threads with its output in WORKDIR/logs/NAME.log.
@@ -202,7 +239,7 @@ def encode_lines(spm_model, sources, destination):
 
 def prepare_data(pipe, raw):
     """data-bin/de-en (prompted), data-bin/de-en-raw (unprompted), data-bin/mono (MLM)."""
-    if pipe.done("data"):
+    if not pipe.claim("data"):
         return
     work = pipe.workdir
     for name in ("data-bin", "text"):
@@ -271,7 +308,7 @@ def train_mlm(pipe, size_name):
     """fairseq's masked_lm (RoBERTa) on the monolingual corpus; returns its checkpoint."""
     key = f"mlm-{size_name}"
     save_dir = pipe.workdir / "checkpoints" / key
-    if not pipe.done(key):
+    if pipe.claim(key):
         args, updates = pipe.args, (30 if pipe.args.smoke else pipe.args.mlm_updates)
         cmd = [
             fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "mono"),
@@ -320,7 +357,7 @@ def adapt(pipe, size_name, init, mlm_checkpoint=None):
     """
     key = f"adapt-{size_name}-{init}"
     save_dir = pipe.workdir / "checkpoints" / key
-    if not pipe.done(key):
+    if pipe.claim(key):
         args = pipe.args
         updates = 40 if args.smoke else args.adapt_updates
         interval = max(10, updates // 6)
@@ -350,7 +387,7 @@ def train_length(pipe, size_name, init):
     """The paper's stage 2: the separate length predictor on the frozen denoiser."""
     key = f"length-{size_name}-{init}"
     save_dir = pipe.workdir / "checkpoints" / key
-    if not pipe.done(key):
+    if pipe.claim(key):
         args = pipe.args
         updates = 20 if args.smoke else args.length_updates
         cmd = [
@@ -374,7 +411,7 @@ def train_transformer(pipe, size_name, seconds):
     """fairseq's transformer (half the layers each side) for ``seconds`` of training."""
     key = f"transformer-{size_name}"
     save_dir = pipe.workdir / "checkpoints" / key
-    if not pipe.done(key):
+    if pipe.claim(key):
         size, args = pipe.sizes[size_name], pipe.args
         half = max(1, size["layers"] // 2)
         cmd = [
@@ -445,7 +482,7 @@ def generate(pipe, key, checkpoint, split, kind, extra=(), batch_size=64, shards
     """
     name = f"generate-{key}-{split}" + (f"-shard{shards[1]}of{shards[0]}" if shards else "")
     name += f"-bs{batch_size}" if batch_size != 64 else ""
-    if not pipe.done(name):
+    if pipe.claim(name):
         args = pipe.args
         if kind == "diffusion":
             data = pipe.workdir / "data-bin" / "de-en"
