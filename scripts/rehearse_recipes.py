@@ -47,8 +47,12 @@ FLAN_FILES = [  # scripts/download_flan_2022.sh's names
     "niv2_zs_opt_train", "t0_fs_noopt_train", "t0_zs_noopt_train", "t0_zs_opt_train",
 ]
 INSTRUCT_SETS = ["mmlu/0-shot", "bbh-nlp/0-shot", "mgsm/0-shot", "tydiqa/0-shot", "iwslt14/0-shot"]
+# the split directories whose files stand in for the official test/ (MMLU, IWSLT14)
+OFFICIAL_TEST_SPLITS = ("val", "validation")
 # every change made to the recipe's commands, with its reason
 CHANGES = [
+    ("MMLU and IWSLT14 test/ files are copies of the shared val/ and validation/ files",
+     "the shared data holds no test splits; the recipe evaluates the paper's test splits"),
     ("GPUS=1 (--distributed-world-size 1); with --device cuda the number of GPUs", "one CPU process"),
     (f"the model shape {' '.join(SHAPE)} appended to fairseq-train and convert_pretrained.py",
      "the tiny XLM-R's size"),
@@ -152,6 +156,10 @@ def write_corpora(work, data):
         for path in sorted(glob.glob(str(data / "instruct" / name / "**" / "*.jsonl"), recursive=True)):
             relative = Path(path).relative_to(data / "instruct")
             write(work / "instruct" / relative, head(path, 2))
+            split = relative.parts[2] if len(relative.parts) > 3 else None
+            if split in OFFICIAL_TEST_SPLITS:  # the shared data has no test splits
+                test = Path(*relative.parts[:2], "test", *relative.parts[3:])
+                write(work / "instruct" / test, head(path, 2))
     return [line for path in glob.glob(str(work / "**" / "tmp" / "train.*"), recursive=True)
             for line in open(path, encoding="utf-8")] + en + de
 
