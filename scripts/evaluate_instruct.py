@@ -250,6 +250,8 @@ def format_table(report):
 
 
 def write_atomically(path, text):
+    """Write ``text`` to ``path`` (its directory made if missing) through a partial file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = path + ".partial"
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
