@@ -28,6 +28,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -268,7 +269,7 @@ def score_lines(tokens, output):
     if tokens[0] == "tail" or tokens[1:2] == ["scripts/score_rouge.py"]:
         return lines[-1:]
     if tokens[1:2] == ["scripts/evaluate_instruct.py"]:
-        return [line for line in lines if line.endswith(" examples")]
+        return [line for line in lines if re.search(r" on \d+ examples of \d+ files?$", line)]
     return []
 
 
