@@ -20,8 +20,8 @@ One resumable pipeline, run claim by claim (``--claim a b c d``):
   its signature, decoding speed at batch size 1 and 64, repetition.
 
 Every training is a fairseq-train run with ``--max-update`` (or, for the
-transformer, fairseq's ``--stop-time-hours``, which counts the time of earlier
-runs) that resumes from its ``checkpoint_last.pt``: stopping this script and
+transformer, fairseq's ``--stop-time-hours`` set to the adaptation's CPU time; it
+counts the time of earlier runs) that resumes from its ``checkpoint_last.pt``: stopping this script and
 running it again continues where it stopped. A stage whose result is recorded in
 ``WORKDIR/state.json`` is not run again. Each run records its command, its
 wall and CPU time and whether other processes shared the machine (the 1-minute
@@ -170,47 +170,71 @@ class Pipeline:
     def run(self, name, cmd, log_name=None):
         """Run cmd on --threads threads with its output in WORKDIR/logs/NAME.log.
 
-        Returns the run's provenance: command, wall and CPU seconds, peak load.
-        A failed run exits with the log's tail.
+        Returns the run's provenance: command, commit, wall and CPU seconds and peak load
+        of this invocation and, summed with the invocations of NAME that were stopped
+        before they finished (WORKDIR/progress/NAME.json, written every 15 s), of all of
+        them (``wall_total_s``, ``cpu_total_s``, ``shared``). A failed run exits with
+        the log's tail.
         """
         threads = self.args.threads
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
-        logs = self.workdir / "logs"
-        logs.mkdir(exist_ok=True)
-        log_path = logs / f"{log_name or name}.log"
+        for folder in ("logs", "progress"):
+            (self.workdir / folder).mkdir(exist_ok=True)
+        log_path = self.workdir / "logs" / f"{log_name or name}.log"
+        progress_path = self.workdir / "progress" / f"{name}.json"
+        earlier = json.loads(progress_path.read_text()) if progress_path.exists() else []
         log(f"{name}: {shlex.join(cmd)[:300]} (log {log_path})")
-        loads, stop = [], threading.Event()
-
-        def sample_load():
-            while not stop.wait(15):
-                loads.append(os.getloadavg()[0])
-
-        sampler = threading.Thread(target=sample_load, daemon=True)
-        sampler.start()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.time()
+        started, loads, stop = time.time(), [], threading.Event()
         with open(log_path, "a") as out:
             out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
             out.flush()
-            code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        stop.set()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+            def invocation(cpu):
+                peak = max(loads) if loads else None
+                return {"wall_s": round(time.time() - started, 1), "cpu_s": round(cpu, 1),
+                        "peak_load": peak,
+                        # the run's own threads plus some rounding of the 1-minute average
+                        "shared": peak is not None and peak > threads + 0.75}
+
+            def sample():
+                while not stop.wait(15):
+                    loads.append(os.getloadavg()[0])
+                    progress_path.write_text(json.dumps(earlier + [invocation(process_cpu(child.pid))]))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            code = child.wait()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            stop.set()
+            sampler.join()
         if code != 0:
             lines = log_path.read_text(errors="replace").splitlines()[-30:]
             raise SystemExit(f"{name} failed (exit {code}); {log_path}:\n" + "\n".join(lines))
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        peak = max(loads) if loads else None
+        this = invocation((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        every = earlier + [this]
+        progress_path.unlink(missing_ok=True)
         return {
             "command": f"OMP_NUM_THREADS={threads} " + shlex.join(cmd),
             "commit": self.commit,
-            "wall_s": round(time.time() - started, 1),
-            "cpu_s": round(cpu, 1),
-            "peak_load": peak,
-            # the run's own threads plus one for the sampler's rounding
-            "shared": peak is not None and peak > threads + 0.75,
+            **this,
+            "invocations": len(every),
+            "wall_total_s": round(sum(i["wall_s"] for i in every), 1),
+            "cpu_total_s": round(sum(i["cpu_s"] for i in every), 1),
+            "shared": any(i["shared"] for i in every),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+
+
+def process_cpu(pid):
+    """User + system CPU seconds a running process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------- data
@@ -655,7 +679,9 @@ class Claims:
         args, size = self.args, self.size
         key = f"adapt-{size}-pretrained"
         self.denoiser(size, "pretrained")
-        seconds = self.pipe.state["stages"][key]["train_wall_s"]
+        adaptation = self.pipe.state["stages"][key]
+        # the adaptation's CPU time, over every invocation (a run alone: its wall time)
+        seconds = adaptation.get("cpu_total_s", adaptation["cpu_s"])
         transformer = train_transformer(self.pipe, size, seconds) / "checkpoint_last.pt"
         suffix, options = diffusion_options()
         systems = {
@@ -676,7 +702,7 @@ class Claims:
             steps = decoded["mean_steps"]
             rows.append([
                 label, f"{facts['parameters'] / 1e6:.2f}M",
-                f"{self.pipe.state['stages'][train_key]['train_wall_s'] / 60:.1f}",
+                f"{cpu_minutes(self.pipe.state['stages'][train_key]):.1f}",
                 f"{facts['updates']:,}", f"{valid:.2f}", f"{test:.2f}",
                 f"{single['sentences_per_second']:.2f}", f"{decoded['sentences_per_second']:.2f}",
                 f"{steps:.1f}" if steps else "one per token", f"{repetition(decoded):.2f}%",
@@ -686,7 +712,7 @@ class Claims:
         ratio = scores[0] / scores[1] if scores[1] > 0 else float("inf")
         curves, examples = self.curves(), self.examples()
         return table(
-            ["system", "parameters", "training min", "updates", "BLEU val", "BLEU test2016",
+            ["system", "parameters", "training CPU min", "updates", "BLEU val", "BLEU test2016",
              "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
             rows,
             [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
@@ -754,6 +780,10 @@ class Claims:
                 for i in range(min(count, len(sources)))]
         return table(["source", "reference", "diffusion", "transformer"],
                      [[shorten(cell) for cell in row] for row in rows])
+
+
+def cpu_minutes(run):
+    return run.get("cpu_total_s", run["cpu_s"]) / 60
 
 
 def curve_checkpoints(save_dir, most):

@@ -1,6 +1,7 @@
 """benchmarks/reproduce.py --smoke: every claim's pipeline at toy sizes, the shape of its
 table and the provenance of its runs (never its numbers)."""
 
+import argparse
 import json
 import re
 import subprocess
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 from helpers import BIN, ROOT
+from reproduce import Pipeline
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 40 fairseq runs
@@ -87,8 +89,8 @@ def test_claims_b_c_d_tables(smoke):
     assert len(systems) == 2 and all(len(row) == 11 for row in systems)
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
-    # the transformer trained for the adaptation's training time (fairseq --stop-time-hours)
-    seconds = state["stages"]["adapt-tiny-pretrained"]["train_wall_s"]
+    # the transformer trained for the adaptation's CPU time (fairseq --stop-time-hours)
+    seconds = state["stages"]["adapt-tiny-pretrained"]["cpu_total_s"]
     assert f"--stop-time-hours {seconds / 3600:.6f}" in state["stages"]["transformer-tiny"]["command"]
 
 
@@ -100,3 +102,18 @@ def test_a_second_run_resumes_without_training_again(smoke):
     after = json.loads((workdir / "state.json").read_text())["stages"]
     assert {key: after[key].get("finished") for key in before} == before
     assert "## (a) Pretrained vs from scratch" in output
+
+
+def test_a_run_sums_the_invocations_stopped_before_it(tmp_path):
+    args = argparse.Namespace(workdir=tmp_path, smoke=True, seed=1, threads=1)
+    pipe = Pipeline(args)
+    progress = tmp_path / "progress" / "busy.json"
+    progress.parent.mkdir()
+    stopped = {"wall_s": 50.0, "cpu_s": 40.0, "peak_load": 3.0, "shared": True}
+    progress.write_text(json.dumps([stopped]))  # an invocation killed before it finished
+    run = pipe.run("busy", [sys.executable, "-c", "sum(range(3 * 10 ** 6))"])
+    assert run["invocations"] == 2 and run["shared"] is True
+    assert run["cpu_total_s"] == round(40.0 + run["cpu_s"], 1) and run["cpu_s"] > 0
+    assert run["wall_total_s"] >= 50.0 + run["wall_s"] - 0.1
+    assert not progress.exists()
+    assert run["command"].startswith("OMP_NUM_THREADS=1 ")
