@@ -126,7 +126,13 @@ class Pipeline:
         with self.lock("state"):
             self.reload()
             self.state.setdefault("settings", settings)
-            self.state_path.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+            self.write_state()
+
+    def write_state(self):
+        """state.json replaced whole (call under the state lock)."""
+        tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.replace(self.state_path)
 
     def done(self, key):
         return key in self.state.get("stages", {})
@@ -161,9 +167,7 @@ class Pipeline:
         with self.lock("state"):
             self.reload()
             self.state.setdefault("stages", {})[key] = value
-            tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-            tmp.replace(self.state_path)
+            self.write_state()
         if key in self.stage_locks:
             self.stage_locks.pop(key).close()
 
@@ -401,9 +405,7 @@ def adapt(pipe, size_name, init, mlm_checkpoint=None):
             cmd += ["--pretrained-mlm", str(mlm_checkpoint), "--pretrained-vocab", "full"]
         else:
             cmd += ["--label-smoothing", "0.1"]
-        run = pipe.run(key, cmd)
-        run["train_wall_s"] = training_time(save_dir / "checkpoint_last.pt")
-        pipe.record(key, run)
+        pipe.record(key, pipe.run(key, cmd))
     return save_dir
 
 
@@ -460,19 +462,8 @@ def train_transformer(pipe, size_name, seconds):
             "--keep-interval-updates", "-1", "--validate-interval-updates",
             "10" if args.smoke else "250", "--save-dir", str(save_dir),
         ]
-        run = pipe.run(key, cmd)
-        run["train_wall_s"] = training_time(save_dir / "checkpoint_last.pt")
-        pipe.record(key, run)
+        pipe.record(key, pipe.run(key, cmd))
     return save_dir
-
-
-def training_time(checkpoint):
-    """Seconds of training a fairseq checkpoint has seen (its cumulative training time)."""
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    extra = state["extra_state"]
-    return round(extra.get("previous_training_time", 0.0), 1)
 
 
 def checkpoint_facts(checkpoint):
