@@ -78,12 +78,12 @@ def get_parser():
     parser.add_argument("--mlm-updates", type=int, default=2000)
     parser.add_argument("--mlm-max-tokens", type=int, default=4096)
     parser.add_argument("--mlm-lr", type=float, default=1e-3)
-    parser.add_argument("--adapt-updates", type=int, default=3000)
+    parser.add_argument("--adapt-updates", type=int, default=2000)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
     parser.add_argument("--adapt-args", default="--bf16-autocast",
                         help="extra fairseq-train options of every adaptation run")
-    parser.add_argument("--length-updates", type=int, default=1000)
+    parser.add_argument("--length-updates", type=int, default=500)
     parser.add_argument("--iter-decode-max-iter", type=int, default=10)
     parser.add_argument("--length-beams", type=int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--speed-sentences", type=int, default=100,
@@ -91,6 +91,11 @@ def get_parser():
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "REPRODUCTION.md",
                         help="where the tables are written (each claim its own section)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--train-first", nargs="+", default=[], metavar="STAGE",
+                        help="train these stages (mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT, "
+                        "transformer-SIZE) before the claims: splits the trainings between two "
+                        "drivers that share a --workdir, e.g. --train-first adapt-tiny-scratch "
+                        "transformer-tiny mlm-mini length-mini-pretrained on the second core")
     return parser
 
 
@@ -666,14 +671,39 @@ class Claims:
             "selection rule (`score`: mean token log-prob, the paper's)."
         ])
 
+    def transformer(self, size):
+        """fairseq's transformer trained for the adaptation's CPU time: that of the
+        from-scratch adaptation, the same network on the same batches for the same
+        updates as the pretrained one (so both drivers can start at once; the table
+        prints the pretrained run's time beside it), summed over its invocations."""
+        adapt(self.pipe, size, "scratch")
+        adaptation = self.pipe.state["stages"][f"adapt-{size}-scratch"]
+        seconds = adaptation.get("cpu_total_s", adaptation["cpu_s"])
+        return train_transformer(self.pipe, size, seconds) / "checkpoint_last.pt"
+
+    def train(self, stage):
+        """Train one stage named as in state.json (``--train-first``)."""
+        kind, _, rest = stage.partition("-")
+        size, _, init = rest.partition("-")
+        if size not in self.pipe.sizes or (kind in ("adapt", "length")) != (init in ("pretrained", "scratch")):
+            raise SystemExit(f"--train-first {stage}: not a stage; use mlm-SIZE, adapt-SIZE-INIT, "
+                             f"length-SIZE-INIT or transformer-SIZE with SIZE in {sorted(self.pipe.sizes)} "
+                             "and INIT pretrained or scratch")
+        if kind == "mlm" and not init:
+            self.mlm(size)
+        elif kind == "adapt":
+            adapt(self.pipe, size, init, self.mlm(size) if init == "pretrained" else None)
+        elif kind == "length":
+            self.denoiser(size, init)
+        elif kind == "transformer" and not init:
+            self.transformer(size)
+        else:
+            raise SystemExit(f"--train-first {stage}: not a stage (mlm, adapt, length or transformer)")
+
     def d(self):
         args, size = self.args, self.size
         key = f"adapt-{size}-pretrained"
-        self.denoiser(size, "pretrained")
-        adaptation = self.pipe.state["stages"][key]
-        # the adaptation's CPU time, over every invocation (a run alone: its wall time)
-        seconds = adaptation.get("cpu_total_s", adaptation["cpu_s"])
-        transformer = train_transformer(self.pipe, size, seconds) / "checkpoint_last.pt"
+        transformer = self.transformer(size)
         suffix, options = diffusion_options()
         systems = {
             "diffusion (masked LM, then adapted)": (f"{size}-pretrained-{suffix}",
@@ -737,7 +767,7 @@ class Claims:
             options = [] if kind == "ar" else ["--oracle-length", "--iter-decode-with-beam", "1"]
             scores = {}
             for updates, checkpoint in curve_checkpoints(self.pipe.workdir / "checkpoints" / key,
-                                                         2 if self.args.smoke else 8):
+                                                         2 if self.args.smoke else 5):
                 decoded = generate(self.pipe, f"curve-{key}-{updates}", checkpoint, "valid", kind,
                                    options, shards=(5, 0))
                 scores[updates] = bleu(decoded, self.refs["valid"])[0]
@@ -830,6 +860,8 @@ def main(args):
             raw = Path(slices)
         prepare_data(pipe, raw)
         claims = Claims(pipe, raw)
+        for stage in args.train_first:
+            claims.train(stage)
         for claim in args.claim:
             body = getattr(claims, claim)()
             command = "python benchmarks/reproduce.py --claim " + claim + (" --smoke" if args.smoke else "")
