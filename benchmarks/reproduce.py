@@ -81,8 +81,10 @@ def get_parser():
     parser.add_argument("--adapt-updates", type=int, default=2000)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
-    parser.add_argument("--adapt-args", default="--bf16-autocast",
-                        help="extra fairseq-train options of every adaptation run")
+    parser.add_argument("--adapt-args", default="",
+                        help="extra fairseq-train options of every adaptation run, e.g. "
+                        "--bf16-autocast on a CPU with native bf16 (AVX512-BF16 or AMX); "
+                        "without it bf16 matrix products are many times slower than fp32")
     parser.add_argument("--length-updates", type=int, default=500)
     parser.add_argument("--iter-decode-max-iter", type=int, default=10)
     parser.add_argument("--length-beams", type=int, nargs="+", default=[1, 3, 5, 10])
@@ -525,17 +527,20 @@ def generate(pipe, key, checkpoint, split, kind, extra=(), batch_size=64, shards
             cmd += ["--num-shards", str(shards[0]), "--shard-id", str(shards[1])]
         run = pipe.run(name, cmd)
         text = (pipe.workdir / "logs" / f"{name}.log").read_text(encoding="utf-8", errors="replace")
-        hypotheses, targets = {}, {}
+        hypotheses, candidates = {}, {}
         for line in text.splitlines():
             fields = line.split("\t")
             if line.startswith("D-"):
-                hypotheses[fields[0][2:]] = fields[2] if len(fields) > 2 else ""
-            elif line.startswith("T-"):
-                targets[fields[0][2:]] = fields[1] if len(fields) > 1 else ""
+                # with --nbest, a sentence's candidates come best first
+                hypotheses.setdefault(fields[0][2:], fields[2] if len(fields) > 2 else "")
+                candidates.setdefault(fields[0][2:], []).append([fields[2] if len(fields) > 2 else "", None])
+            elif line.startswith("P-"):
+                candidates[fields[0][2:]][-1][1] = len(fields[1].split()) - 1  # pieces, </s> excluded
         speed = TRANSLATED_RE.findall(text)
         steps = [int(s) for _, s in STEPS_RE.findall(text)]
         run.update({
             "hypotheses": hypotheses,
+            "candidates": candidates,  # id -> [[text, target pieces], ...], best first
             "sentences_per_second": float(speed[-1][1]) if speed else None,
             "mean_steps": sum(steps) / len(steps) if steps else None,
         })
@@ -574,11 +579,14 @@ def repetition(decoded):
 
 
 # ------------------------------------------------------------------- claims
-def diffusion_options(beam=3, oracle=False, selection="score"):
+def diffusion_options(beam=3, oracle=False, selection="score", collapse=False):
     """(key suffix, fairseq-generate options) of one decoding setting."""
-    options = ["--iter-decode-with-beam", str(beam), "--candidate-selection", selection]
+    options = ["--iter-decode-with-beam", str(beam), "--nbest", str(beam),
+               "--candidate-selection", selection]
     suffix = f"lb{beam}" + ("-oracle" if oracle else "") + ("" if selection == "score" else f"-{selection}")
-    return suffix, options + (["--oracle-length"] if oracle else [])
+    options += ["--oracle-length"] if oracle else []
+    options += ["--collapse-repeats"] if collapse else []
+    return suffix + ("-collapse" if collapse else ""), options
 
 
 class Claims:
@@ -653,23 +661,45 @@ class Claims:
         )
 
     def c(self):
-        rows = []
+        rows, why_rows, beams = [], [], self.args.length_beams
         for size in self.args.sizes:
-            for selection in ("score",):
-                cells = []
-                for beam in self.args.length_beams:
-                    cells.append(self.decode(size, "pretrained", "test", beam=beam,
-                                             selection=selection)[1][0])
-                oracle = self.decode(size, "pretrained", "test", beam=1, oracle=True)[1][0]
+            oracle_decoded, (oracle, _) = self.decode(size, "pretrained", "test", beam=1, oracle=True)
+            reference_pieces = {i: found[0][1] for i, found in oracle_decoded["candidates"].items()}
+            for selection in ("score", "joint"):
+                cells, biases = [], []
+                for beam in beams:
+                    decoded, (score, _) = self.decode(size, "pretrained", "test", beam=beam,
+                                                      selection=selection)
+                    cells.append(score)
+                    biases.append(length_bias(decoded, reference_pieces))
                 rows.append([size, selection, *[f"{c:.2f}" for c in cells], f"{oracle:.2f}",
                              f"{oracle - cells[-1]:+.2f}"])
-        header = ["size", "candidate selection", *[f"LB {b}" for b in self.args.length_beams],
+                # the widest beam: is the reference length among its candidates, and what
+                # would picking the candidate nearest to it score?
+                widest = self.pipe.state["stages"][
+                    f"generate-{size}-pretrained-{diffusion_options(beams[-1], selection=selection)[0]}-test"]
+                nearest, covered = nearest_length_candidates(widest, reference_pieces)
+                why_rows.append([size, selection, *[f"{b:+.2f}" for b in biases],
+                                 f"{covered:.1f}%", f"{bleu(nearest, self.refs['test'])[0]:.2f}"])
+        header = ["size", "candidate selection", *[f"LB {b}" for b in beams],
                   "oracle length", "oracle − last LB"]
+        why = table(
+            ["size", "candidate selection", *[f"length error LB {b}" for b in beams],
+             f"reference length among LB {beams[-1]}'s candidates",
+             f"LB {beams[-1]}, the candidate nearest the reference length"], why_rows,
+            ["Length error: the mean of (chosen length − reference length) in sentencepiece "
+             "pieces (the reference length is the oracle decode's); negative means the chosen "
+             "candidates are too short. The last column picks, among the same decoded "
+             "candidates, the one whose length is nearest the reference: what a perfect "
+             "selection among them would score."],
+        )
         return table(header, rows, [
             "BLEU on test2016 with the separate (stage-2) length predictor; LB k decodes "
             "the predictor's k most likely lengths and keeps the candidate chosen by the "
-            "selection rule (`score`: mean token log-prob, the paper's)."
-        ])
+            "selection rule (`score`: mean token log-prob, the paper's; `joint`: "
+            "(Σ log p_i + log P(L)) / (L + 1) with P(L) from the predictor, "
+            "`--candidate-selection joint`)."
+        ]) + "\n\n### Why more length candidates can hurt\n\n" + why
 
     def transformer(self, size):
         """fairseq's transformer trained for the adaptation's CPU time: that of the
@@ -705,9 +735,13 @@ class Claims:
         key = f"adapt-{size}-pretrained"
         transformer = self.transformer(size)
         suffix, options = diffusion_options()
+        collapsed_suffix, collapsed_options = diffusion_options(collapse=True)
+        denoiser = self.denoiser(size, "pretrained")
         systems = {
-            "diffusion (masked LM, then adapted)": (f"{size}-pretrained-{suffix}",
-                                                    self.denoiser(size, "pretrained"), "diffusion", options),
+            "diffusion (masked LM, then adapted)": (f"{size}-pretrained-{suffix}", denoiser,
+                                                    "diffusion", options),
+            "the same, `--collapse-repeats`": (f"{size}-pretrained-{collapsed_suffix}", denoiser,
+                                               "diffusion", collapsed_options),
             "fairseq transformer, beam 5": (f"transformer-{size}", transformer, "ar", []),
         }
         rows, scores = [], []
@@ -716,8 +750,9 @@ class Claims:
             decoded = generate(self.pipe, name, checkpoint, "test", kind, options)
             test, signature = bleu(decoded, self.refs["test"])
             shards = 5 if args.smoke else max(1, 1000 // args.speed_sentences)
-            single = generate(self.pipe, name, checkpoint, "test", kind, options, batch_size=1,
-                              shards=(shards, 0))
+            speed_options = options if "--collapse-repeats" not in options else options[:-1]
+            single = generate(self.pipe, name.replace("-collapse", ""), checkpoint, "test", kind,
+                              speed_options, batch_size=1, shards=(shards, 0))
             train_key = key if kind == "diffusion" else f"transformer-{size}"
             facts = self.facts(train_key)
             steps = decoded["mean_steps"]
@@ -730,14 +765,18 @@ class Claims:
                 self.shared(train_key),
             ])
             scores.append(test)
-        ratio = scores[0] / scores[1] if scores[1] > 0 else float("inf")
+        ratio = scores[0] / scores[-1] if scores[-1] > 0 else float("inf")
         curves, examples = self.curves(), self.examples()
         return table(
             ["system", "parameters", "training CPU min", "updates", "BLEU val", "BLEU test2016",
              "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
             rows,
             [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
-             f"**{ratio:.2f}×**. sacreBLEU `{signature}`."],
+             f"**{ratio:.2f}×**. The transformer's budget was the CPU time of "
+             f"`adapt-{size}-scratch`, {cpu_minutes(self.pipe.state['stages'][f'adapt-{size}-scratch']):.1f} min "
+             f"(the same network, batches and updates as the pretrained adaptation). The "
+             f"`--collapse-repeats` row decodes the same canvases (its bs 1 speed is the row "
+             f"above's). sacreBLEU `{signature}`."],
         ) + "\n\n### Training curves\n\n" + curves + "\n\n### Examples (test2016)\n\n" + examples
 
 
@@ -801,6 +840,23 @@ class Claims:
                 for i in range(min(count, len(sources)))]
         return table(["source", "reference", "diffusion", "transformer"],
                      [[shorten(cell) for cell in row] for row in rows])
+
+
+def length_bias(decoded, reference_pieces):
+    """Mean (chosen length - reference length) in pieces over the decoded sentences."""
+    gaps = [found[0][1] - reference_pieces[i] for i, found in decoded["candidates"].items()]
+    return sum(gaps) / max(len(gaps), 1)
+
+
+def nearest_length_candidates(decoded, reference_pieces):
+    """(decoded-like dict of each sentence's candidate nearest the reference length, the
+    share of sentences whose reference length is among the candidates, in %)."""
+    hypotheses, covered = {}, 0
+    for i, found in decoded["candidates"].items():
+        gaps = [abs(pieces - reference_pieces[i]) for _, pieces in found]
+        hypotheses[i] = found[gaps.index(min(gaps))][0]
+        covered += min(gaps) == 0
+    return {"hypotheses": hypotheses}, 100.0 * covered / max(len(hypotheses), 1)
 
 
 def cpu_minutes(run):

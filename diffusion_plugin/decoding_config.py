@@ -15,7 +15,7 @@ from fairseq.utils import safe_getattr
 from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP, ReverseStrategy
 
 LENGTH_BEAM_MODES = ("topk", "window")
-CANDIDATE_SELECTIONS = ("score", "mbr-bleu", "mbr-chrf")
+CANDIDATE_SELECTIONS = ("score", "joint", "mbr-bleu", "mbr-chrf")
 
 FAIRSEQ_GENERATION_OPTIONS = {
     "iter_decode_max_iter": "max_iter",
@@ -77,8 +77,17 @@ class DecodingConfig(FairseqDataclass):
     candidate_selection: ChoiceEnum(CANDIDATE_SELECTIONS) = field(
         default="score",
         metadata={
-            "help": "pick among length candidates by mean token log-prob, or by minimum "
-            "Bayes risk with sentence sacreBLEU or chrF between candidates"
+            "help": "pick among length candidates by mean token log-prob (the paper's), by "
+            "the joint log-prob of tokens and length per factor, (sum log p_i + log P(L)) "
+            "/ (L + 1) (joint), or by minimum Bayes risk with sentence sacreBLEU or chrF "
+            "between candidates"
+        },
+    )
+    collapse_repeats: bool = field(
+        default=False,
+        metadata={
+            "help": "remove adjacent repeated tokens from each output (a a b -> a b) after "
+            "the candidates are ranked; off in the paper"
         },
     )
     prompt_cache: bool = field(

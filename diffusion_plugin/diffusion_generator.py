@@ -150,6 +150,7 @@ class DiffusionGenerator:
 
         encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
         lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
+        length_scores = self.length_log_probs(encoder_out, lengths)
         rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.num_candidates)
         candidates = utils.new_arange(src_tokens, rows.numel())
         groups = self.candidate_groups(candidates, batch_size)
@@ -177,6 +178,7 @@ class DiffusionGenerator:
                     "hypo_attn": None,
                     "alignment": None,
                     "steps": final_steps,
+                    "length_score": length_scores[index],
                 }
                 if self.retain_history:
                     hypo["history"] = [
@@ -190,8 +192,30 @@ class DiffusionGenerator:
                         for h in final_history
                     ]
                 hypos.append(hypo)
-            finalized.append(self.select(hypos))
+            hypos = self.select(hypos)
+            if self.decoding.collapse_repeats:
+                hypos = [self.collapse_repeats(hypo) for hypo in hypos]
+            finalized.append(hypos)
         return finalized
+
+    def length_log_probs(self, encoder_out, lengths):
+        """log P(L) of each candidate's length under the length head: (N,) for the
+        lengths (N,) of N = B * num_candidates canvases (-inf outside its classes)."""
+        log_probs = encoder_out["length_logits"].float().log_softmax(-1)
+        log_probs = log_probs.repeat_interleave(self.num_candidates, dim=0)
+        classes = lengths - 1  # class c is length c + 1
+        inside = (classes >= 0) & (classes < log_probs.size(-1))
+        picked = log_probs.gather(1, classes.clamp(0, log_probs.size(-1) - 1).unsqueeze(1))
+        return picked.squeeze(1).masked_fill(~inside, float("-inf"))
+
+    @staticmethod
+    def collapse_repeats(hypo):
+        """``hypo`` with each token equal to the one before it dropped (``--collapse-repeats``;
+        the final ``</s>`` is kept), its positional scores alike; its rank is unchanged."""
+        tokens = hypo["tokens"]
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+        keep[1:-1] = tokens[1:-1].ne(tokens[:-2])
+        return {**hypo, "tokens": tokens[keep], "positional_scores": hypo["positional_scores"][keep]}
 
     def denoise(self, model, encoder_out, lengths):
         """Run the reverse process on one canvas per entry of lengths (N,).
@@ -243,12 +267,19 @@ class DiffusionGenerator:
     def select(self, hypos):
         """Order one sentence's candidates best-first.
 
-        ``score``: by mean token log-prob. ``mbr-bleu`` / ``mbr-chrf``: minimum Bayes
-        risk, by the mean sentence-level sacreBLEU / chrF of a candidate against the
-        other candidates (stored as ``mbr_utility``), ties broken by mean log-prob.
+        ``score``: by mean token log-prob. ``joint``: by the joint log-prob of the
+        tokens and the length per factor, (sum_i log p_i + log P(L)) / (L + 1).
+        ``mbr-bleu`` / ``mbr-chrf``: minimum Bayes risk, by the mean sentence-level
+        sacreBLEU / chrF of a candidate against the other candidates (stored as
+        ``mbr_utility``), ties broken by mean log-prob.
         """
         if self.candidate_selection == "score" or len(hypos) == 1:
             return sorted(hypos, key=lambda h: float(h["score"]), reverse=True)
+        if self.candidate_selection == "joint":
+            def joint(hypo):
+                length = hypo["tokens"].numel() - 1
+                return (float(hypo["positional_scores"][:-1].sum()) + float(hypo["length_score"])) / (length + 1)
+            return sorted(hypos, key=joint, reverse=True)
         metric = sacrebleu.sentence_bleu if self.candidate_selection == "mbr-bleu" else (
             sacrebleu.sentence_chrf
         )

@@ -139,3 +139,37 @@ def test_a_prompt_that_fills_every_position_decodes_an_empty_target(tiny_task, t
     longest = int(sample["net_input"]["src_lengths"].max())
     gen = DiffusionGenerator(dictionary, max_iter=2, oracle_length=True, max_positions=longest + 1)
     assert all(s[0]["tokens"].tolist() == [dictionary.eos()] for s in gen.generate([tiny_model], sample))
+
+
+def test_joint_selection_ranks_by_tokens_and_length_per_factor(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(8))
+    joint = generator(tiny_task, max_iter=3, beam_size=4, candidate_selection="joint")
+    plain = generator(tiny_task, max_iter=3, beam_size=4)
+    with torch.no_grad():
+        length_log_probs = tiny_model.forward_length(sample["net_input"]["src_tokens"]).float().log_softmax(-1)
+    for row, (ranked, by_score) in enumerate(zip(joint.generate([tiny_model], sample),
+                                                 plain.generate([tiny_model], sample))):
+        assert sorted(h["tokens"].tolist() for h in ranked) == sorted(h["tokens"].tolist() for h in by_score)
+        values = []
+        for hypo in ranked:
+            length = len(hypo["tokens"]) - 1
+            log_p_length = float(length_log_probs[row, length - 1])
+            assert float(hypo["length_score"]) == pytest.approx(log_p_length, abs=1e-5)
+            values.append((float(hypo["positional_scores"][:-1].sum()) + log_p_length) / (length + 1))
+        assert values == sorted(values, reverse=True)
+
+
+def test_collapse_repeats_drops_adjacent_repeats_after_ranking(tiny_task, tiny_model):
+    sample = batch(tiny_task, range(16))
+    plain = generator(tiny_task, max_iter=2, beam_size=2).generate([tiny_model], sample)
+    collapsed = generator(tiny_task, max_iter=2, beam_size=2, collapse_repeats=True).generate([tiny_model], sample)
+    repeats = 0
+    for before_sentence, after_sentence in zip(plain, collapsed):
+        for before, after in zip(before_sentence, after_sentence):
+            tokens = before["tokens"].tolist()
+            body = [t for i, t in enumerate(tokens[:-1]) if i == 0 or t != tokens[i - 1]]
+            repeats += len(tokens) - 1 - len(body)
+            assert after["tokens"].tolist() == body + [tokens[-1]]
+            assert after["positional_scores"].numel() == len(body) + 1
+            assert float(after["score"]) == float(before["score"])
+    assert repeats > 0, "the untrained model should repeat tokens somewhere"
