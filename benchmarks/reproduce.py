@@ -75,10 +75,10 @@ def get_parser():
     parser.add_argument("--threads", type=int, default=1, help="threads of every run")
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mini"], choices=list(SIZES),
                         help="sizes of claim b (the first is the size of claims a, c, d)")
-    parser.add_argument("--mlm-updates", type=int, default=2000)
+    parser.add_argument("--mlm-updates", type=int, default=1500)
     parser.add_argument("--mlm-max-tokens", type=int, default=4096)
     parser.add_argument("--mlm-lr", type=float, default=1e-3)
-    parser.add_argument("--adapt-updates", type=int, default=2000)
+    parser.add_argument("--adapt-updates", type=int, default=1500)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
     parser.add_argument("--adapt-args", default="",
