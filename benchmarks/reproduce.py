@@ -53,10 +53,12 @@ TEMPLATE = "Translate the German sentence to English. German: {src} English:"
 # layers x dim (heads, FFN = 4 dim); the transformer of each size has about the
 # same parameter count with half the layers in its encoder and half in its decoder
 SIZES = {
+    "micro": {"layers": 3, "dim": 96, "heads": 2},
     "mini": {"layers": 4, "dim": 128, "heads": 2},
     "tiny": {"layers": 6, "dim": 256, "heads": 4},
 }
 SMOKE_SIZES = {
+    "micro": {"layers": 1, "dim": 32, "heads": 2},
     "mini": {"layers": 2, "dim": 32, "heads": 2},
     "tiny": {"layers": 2, "dim": 64, "heads": 2},
 }
@@ -75,10 +77,10 @@ def get_parser():
     parser.add_argument("--threads", type=int, default=1, help="threads of every run")
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mini"], choices=list(SIZES),
                         help="sizes of claim b (the first is the size of claims a, c, d)")
-    parser.add_argument("--mlm-updates", type=int, default=1500)
+    parser.add_argument("--mlm-updates", type=int, default=2000)
     parser.add_argument("--mlm-max-tokens", type=int, default=4096)
     parser.add_argument("--mlm-lr", type=float, default=1e-3)
-    parser.add_argument("--adapt-updates", type=int, default=1500)
+    parser.add_argument("--adapt-updates", type=int, default=2000)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
     parser.add_argument("--adapt-args", default="",
@@ -93,12 +95,24 @@ def get_parser():
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "REPRODUCTION.md",
                         help="where the tables are written (each claim its own section)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--train-first", nargs="+", default=[], metavar="STAGE",
+    parser.add_argument("--train-first", nargs="+", default=[], metavar="STAGE", type=stage_name,
                         help="train these stages (mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT, "
                         "transformer-SIZE) before the claims: splits the trainings between two "
                         "drivers that share a --workdir, e.g. --train-first adapt-tiny-scratch "
                         "transformer-tiny mlm-mini length-mini-pretrained on the second core")
     return parser
+
+
+def stage_name(text):
+    """A training stage of --train-first: mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT or
+    transformer-SIZE."""
+    sizes, inits = "|".join(SIZES), "pretrained|scratch"
+    if not re.fullmatch(rf"(mlm|transformer)-({sizes})|(adapt|length)-({sizes})-({inits})", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a training stage; use mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT "
+            f"or transformer-SIZE with SIZE one of {', '.join(SIZES)} and INIT pretrained or scratch"
+        )
+    return text
 
 
 # ------------------------------------------------------------------ running
@@ -712,23 +726,16 @@ class Claims:
         return train_transformer(self.pipe, size, seconds) / "checkpoint_last.pt"
 
     def train(self, stage):
-        """Train one stage named as in state.json (``--train-first``)."""
-        kind, _, rest = stage.partition("-")
-        size, _, init = rest.partition("-")
-        if size not in self.pipe.sizes or (kind in ("adapt", "length")) != (init in ("pretrained", "scratch")):
-            raise SystemExit(f"--train-first {stage}: not a stage; use mlm-SIZE, adapt-SIZE-INIT, "
-                             f"length-SIZE-INIT or transformer-SIZE with SIZE in {sorted(self.pipe.sizes)} "
-                             "and INIT pretrained or scratch")
-        if kind == "mlm" and not init:
+        """Train one stage (:func:`stage_name`) and what it needs (``--train-first``)."""
+        kind, size, init = (stage.split("-") + [None])[:3]
+        if kind == "mlm":
             self.mlm(size)
         elif kind == "adapt":
             adapt(self.pipe, size, init, self.mlm(size) if init == "pretrained" else None)
         elif kind == "length":
             self.denoiser(size, init)
-        elif kind == "transformer" and not init:
-            self.transformer(size)
         else:
-            raise SystemExit(f"--train-first {stage}: not a stage (mlm, adapt, length or transformer)")
+            self.transformer(size)
 
     def d(self):
         args, size = self.args, self.size

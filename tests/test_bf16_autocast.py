@@ -74,6 +74,27 @@ def test_the_flag_acts_on_the_models_device(tiny_model):
         tiny_model.cfg.bf16_autocast = False
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_a_cpu_without_native_bf16_gets_one_warning(tiny_model, monkeypatch, caplog, native):
+    from diffusion_plugin.models import diffusion_xlmr
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    diffusion_xlmr.warn_without_native_cpu_bf16.cache_clear()
+    tiny_model.cfg.bf16_autocast = True
+    try:
+        with caplog.at_level("WARNING", logger=diffusion_xlmr.__name__):
+            for _ in range(3):
+                tiny_model.bf16_autocast(torch.device("cpu"))
+    finally:
+        tiny_model.cfg.bf16_autocast = False
+        diffusion_xlmr.warn_without_native_cpu_bf16.cache_clear()
+    warnings = [r for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert len(warnings) == (0 if native else 1)
+    if warnings:
+        assert "drop --bf16-autocast" in warnings[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "saved, overrides, expected",
     [

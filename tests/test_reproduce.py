@@ -41,7 +41,7 @@ def smoke(tmp_path_factory):
         pytest.skip(f"the shared Multi30k corpus with mono/ is not at {MULTI30K}")
     workdir = tmp_path_factory.mktemp("reproduce")
     first = reproduce(workdir, "a")
-    rest = reproduce(workdir, "b", "c", "d")
+    rest = reproduce(workdir, "b", "c", "d", "--train-first", "mlm-mini", "length-mini-pretrained")
     state = json.loads((workdir / "state.json").read_text())
     return workdir, first, rest, state
 
@@ -81,16 +81,21 @@ def test_claims_b_c_d_tables(smoke):
     sizes = rows(output, r"(mini|tiny) \(\d+ × \d+\)")
     assert [row[0].split()[0] for row in sizes] == ["mini", "tiny"]  # ordered by parameters
     assert float(sizes[0][1][:-1]) < float(sizes[1][1][:-1])
-    beams = rows(output, r"mini|tiny")
-    header = [line for line in output.splitlines() if line.startswith("| size | candidate")][0]
-    assert "| LB 1 | LB 3 | LB 5 | LB 10 | oracle length |" in header
-    assert {row[0] for row in beams} == {"mini", "tiny"} and all(len(row) == 8 for row in beams)
-    systems = rows(output, r"diffusion \(masked LM, then adapted\)|fairseq transformer, beam 5")
-    assert len(systems) == 2 and all(len(row) == 11 for row in systems)
+    beams = rows(output, r"mini|tiny")  # claim c's two tables: BLEU, then the length analysis
+    headers = [line for line in output.splitlines() if line.startswith("| size | candidate")]
+    assert "| LB 1 | LB 3 | LB 5 | LB 10 | oracle length |" in headers[0]
+    assert "| length error LB 1 |" in headers[1] and "the candidate nearest the reference length" in headers[1]
+    assert [(row[0], row[1]) for row in beams] == [
+        (size, selection) for size in ("tiny", "mini") for selection in ("score", "joint")] * 2
+    assert all(len(row) == 8 for row in beams)
+    assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[4:] for cell in row[2:6])
+    systems = rows(output, r"diffusion \(masked LM, then adapted\)|the same, `--collapse-repeats`|"
+                           r"fairseq transformer, beam 5")
+    assert len(systems) == 3 and all(len(row) == 11 for row in systems)
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
-    # the transformer trained for the adaptation's CPU time (fairseq --stop-time-hours)
-    seconds = state["stages"]["adapt-tiny-pretrained"]["cpu_total_s"]
+    # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
+    seconds = state["stages"]["adapt-tiny-scratch"]["cpu_total_s"]
     assert f"--stop-time-hours {seconds / 3600:.6f}" in state["stages"]["transformer-tiny"]["command"]
 
 
@@ -117,3 +122,13 @@ def test_a_run_sums_the_invocations_stopped_before_it(tmp_path):
     assert run["wall_total_s"] >= 50.0 + run["wall_s"] - 0.1
     assert not progress.exists()
     assert run["command"].startswith("OMP_NUM_THREADS=1 ")
+
+
+@pytest.mark.parametrize("stage", ["mlm-huge", "adapt-tiny", "length-mini-warm", "transformer-tiny-scratch"])
+def test_train_first_names_a_training_stage(stage):
+    result = subprocess.run(
+        [str(BIN / "python"), "benchmarks/reproduce.py", "--train-first", stage],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert f"--train-first: {stage!r} is not a training stage" in result.stderr

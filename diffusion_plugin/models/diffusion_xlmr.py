@@ -9,6 +9,8 @@ positions that are trained or decoded, and no timestep embedding.
 """
 
 import argparse
+import functools
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -35,6 +37,8 @@ from diffusion_plugin.absorbing_diffusion import (
 from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
+
+logger = logging.getLogger(__name__)
 
 PRETRAINED_VOCABULARIES = ChoiceEnum(["prune", "full"])
 PROMPT_ATTENTIONS = ("full", "prefix")
@@ -206,6 +210,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
     def bf16_autocast(self, device):
         """bf16 autocast on ``device`` (CPU or CUDA) where --bf16-autocast asks for it."""
         enabled = device.type in ("cpu", "cuda") and self.cfg.bf16_autocast
+        if enabled and device.type == "cpu":
+            warn_without_native_cpu_bf16()
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def extract_features(self, tokens, prompt_lengths=None):
@@ -551,6 +557,18 @@ class DiffusionXLMRModel(BaseFairseqModel):
         )
         target_head_positions = head_positions.gather(1, target_index) & ~target_padding
         return self.output_layer(features, target_head_positions)
+
+
+@functools.lru_cache(maxsize=None)
+def warn_without_native_cpu_bf16():
+    """Warn once when this CPU has no native bf16 (AVX512-BF16 or AMX): its bf16 matrix
+    products then run PyTorch's reference kernels, tens of times slower than fp32."""
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        logger.warning(
+            "--bf16-autocast on a CPU without native bf16 (no AVX512-BF16 or AMX; "
+            f"capability {torch.backends.cpu.get_cpu_capability()}): bf16 matrix products are "
+            "many times slower than fp32 here; drop --bf16-autocast"
+        )
 
 
 @register_model_architecture("diffusion_xlmr", "diffusion_xlmr_tiny")
