@@ -57,6 +57,7 @@ SIZES = {
     "mini": {"layers": 4, "dim": 128, "heads": 2},
     "tiny": {"layers": 6, "dim": 256, "heads": 4},
 }
+DEFAULT_SIZES = ["tiny", "mini"]
 SMOKE_SIZES = {
     "micro": {"layers": 1, "dim": 32, "heads": 2},
     "mini": {"layers": 2, "dim": 32, "heads": 2},
@@ -75,7 +76,7 @@ def get_parser():
     parser.add_argument("--smoke", action="store_true",
                         help="toy sizes on corpus slices: checks the pipeline (CI)")
     parser.add_argument("--threads", type=int, default=1, help="threads of every run")
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "mini"], choices=list(SIZES),
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, choices=list(SIZES),
                         help="sizes of claim b (the first is the size of claims a, c, d)")
     parser.add_argument("--mlm-updates", type=int, default=2000)
     parser.add_argument("--mlm-max-tokens", type=int, default=4096)
@@ -927,7 +928,8 @@ def main(args):
             claims.train(stage)
         for claim in args.claim:
             body = getattr(claims, claim)()
-            command = "python benchmarks/reproduce.py --claim " + claim + (" --smoke" if args.smoke else "")
+            sizes = "" if args.sizes == DEFAULT_SIZES else " --sizes " + " ".join(args.sizes)
+            command = f"python benchmarks/reproduce.py{sizes} --claim {claim}" + (" --smoke" if args.smoke else "")
             section = f"## {CLAIM_TITLES[claim]}\n\n`{command}`\n\n{body}"
             print(section, flush=True)
             pipe.record(f"table-{claim}", section)
