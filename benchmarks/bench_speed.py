@@ -194,12 +194,6 @@ def find_shared(path, *parts):
     raise SystemExit(f"{'/'.join(parts)} not found (looked in {', '.join(map(str, candidates))})")
 
 
-def write_atomically(path, text):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- training
 def data_dir(args, model):
     return args.from_workdir / "data" / ("plugin-bin" if model in ("plugin", "prefix") else "cmlm-bin")
@@ -574,6 +568,8 @@ def main(args):
     peaks = matmul_peaks(args.threads)
     references = (raw / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     from fairseq import utils
+
+    from diffusion_plugin.files import write_atomically
 
     utils.import_user_module(argparse.Namespace(user_dir=str(common.USER_DIR)))
     measured = args.models.split(",")

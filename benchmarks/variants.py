@@ -2,8 +2,10 @@
 saving of the default is worth (bench_speed.py; tests/test_speed_options.py checks the
 tokens are the same)."""
 
-from diffusion_plugin.constants import LM_HEAD_POSITIONS
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
+
+LM_HEAD_POSITIONS = ("undecided", "target", "all")
+"""Where a decoding step runs the LM head (MeasuredGenerator's ``lm_head_positions``)."""
 
 
 class MeasuredGenerator(DiffusionGenerator):
@@ -35,7 +37,15 @@ class MeasuredGenerator(DiffusionGenerator):
             return done.new_ones(done.shape).nonzero().view(-1)
         return super().leave_batch(done)
 
-    def decoder_step(self, model, decoder_out, encoder_out):
-        return model.forward_decoder(
-            decoder_out, encoder_out, lm_head_positions=self.lm_head_positions, **self.step_options
-        )
+    def head_positions(self, tokens, decodable):
+        if self.lm_head_positions == "undecided":
+            return super().head_positions(tokens, decodable)
+        return decodable
+
+    def step_logits(self, model, canvases, head_positions):
+        if self.lm_head_positions == "all" and not (
+            self.decoding.guidance_scale > 0 or self.decoding.prompt_cache
+        ):
+            logits = model.logits(canvases.tokens, None, canvases.prompt_lengths)[head_positions]
+            return logits, canvases.cache
+        return super().step_logits(model, canvases, head_positions)

@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+DEFAULT_NUM_STEPS = 50
+"""T unless --num-diffusion-steps says otherwise."""
 WEIGHTINGS = ("linear", "constant", "elbo")
 CONFIDENCES = ("prob", "margin", "entropy")
 STRATEGY_HELP = (
@@ -126,7 +128,7 @@ def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = F
 class AbsorbingDiffusion:
     """Masking diffusion with ``num_steps`` (T) steps and absorbing token ``mask_idx``."""
 
-    def __init__(self, mask_idx: int, num_steps: int = 50):
+    def __init__(self, mask_idx: int, num_steps: int = DEFAULT_NUM_STEPS):
         if num_steps < 1:
             raise ValueError(f"--num-diffusion-steps must be >= 1, got {num_steps}")
         self.mask_idx = mask_idx

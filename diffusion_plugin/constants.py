@@ -8,6 +8,3 @@ PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 
 SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 """File name of the sentencepiece model in a data directory."""
-
-LM_HEAD_POSITIONS = ("undecided", "target", "all")
-"""Where a decoding step runs the LM head (see ``DiffusionXLMRModel.forward_decoder``)."""

@@ -1,21 +1,87 @@
-"""Length-beam iterative generator: RDM's reverse process over ``<s> prompt <mask>* </s>``."""
+"""The sampler: RDM's reverse process over ``<s> prompt <mask>* </s>``, top to bottom.
+
+``DiffusionGenerator.generate`` encodes the prompts once (the length logits and, with
+``--prompt-attention prefix``, the exact prompt cache), picks candidate lengths, builds
+one canvas per candidate, denoises all canvases of a batch together
+(:meth:`DiffusionGenerator.denoise`, one :meth:`DiffusionGenerator.step` at a time) and
+orders each sentence's candidates (:meth:`DiffusionGenerator.select`). The model is
+only a network (features and logits at given positions); the math of a reverse step
+is ``absorbing_diffusion.py``'s.
+"""
 
 import dataclasses
 import logging
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 import sacrebleu
 import torch
 from fairseq import utils
+from torch import Tensor
 
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion
+from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, token_proposals
+from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.decoding_config import DecodingConfig
+from diffusion_plugin.modules.length_classes import (
+    class_lengths,
+    classes_of_lengths,
+    most_likely_lengths,
+    target_lengths,
+)
+from diffusion_plugin.modules.prompt_cache import PromptCache
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Prompts:
+    """The prompt-only pass over a batch: ``tokens`` (B, S) ``<s> prompt`` right-padded,
+    ``lengths`` (B,), ``length_logits`` (B, C) and, with ``--prompt-attention prefix``,
+    the exact prompt ``cache``."""
+
+    tokens: Tensor
+    lengths: Tensor
+    length_logits: Tensor
+    cache: Optional[PromptCache] = None
+
+    def select(self, rows: Tensor) -> "Prompts":
+        """The prompts of rows ``rows`` (LongTensor), e.g. one per canvas."""
+        cache = self.cache.select(rows) if self.cache is not None else None
+        return Prompts(self.tokens.index_select(0, rows), self.lengths.index_select(0, rows),
+                       self.length_logits.index_select(0, rows), cache)
+
+
+@dataclass
+class Canvases:
+    """The canvases being denoised: ``tokens`` (N, L) ``<s> prompt target </s>``
+    right-padded, ``scores`` (N, L) (each committed token's log-prob, -inf while
+    masked), ``prompt_lengths`` (N,), ``prompt_width`` S (the prompts' padded width),
+    the reverse steps done, the prompt ``cache`` (or None) and, with
+    ``--retain-iter-history``, the tokens after each step (``history``)."""
+
+    tokens: Tensor
+    scores: Tensor
+    prompt_lengths: Tensor
+    prompt_width: int
+    step: int = 0
+    cache: Optional[PromptCache] = None
+    history: Optional[List[Tensor]] = None
+
+    def select(self, rows: Tensor) -> "Canvases":
+        """The canvases ``rows`` (LongTensor)."""
+        return dataclasses.replace(
+            self,
+            tokens=self.tokens[rows],
+            scores=self.scores[rows],
+            prompt_lengths=self.prompt_lengths.index_select(0, rows),
+            cache=self.cache.select(rows) if self.cache is not None else None,
+            history=[h[rows] for h in self.history] if self.history is not None else None,
+        )
+
+
 class DiffusionGenerator:
-    """Decodes with a :class:`DiffusionXLMRModel` through fairseq's NAT protocol.
+    """Decodes with a :class:`DiffusionXLMRModel` (fairseq's generator interface:
+    ``generate(models, sample)``, built by the task's ``build_generator``).
 
     For every prompt, ``beam_size`` target lengths (the length head's top-k, a window
     around its argmax, or the reference length) each get ``samples_per_length``
@@ -28,16 +94,19 @@ class DiffusionGenerator:
     Candidates are ordered by mean token log-prob or by minimum Bayes risk.
 
     ``decoding`` holds the plugin's options (:class:`DecodingConfig`; ``options``
-    override its fields by name); the other arguments are fairseq's generation options
-    (``FAIRSEQ_GENERATION_OPTIONS``). :meth:`candidate_groups`, :meth:`leave_batch`
-    and :meth:`decoder_step` are the hooks the speed benchmark's slower variants
-    override (benchmarks/variants.py).
+    override its fields by name), read from it and nowhere else; ``diffusion`` is the
+    task's :class:`AbsorbingDiffusion` (the criterion's too); the other arguments are
+    fairseq's generation options (``FAIRSEQ_GENERATION_OPTIONS``).
+    :meth:`candidate_groups`, :meth:`leave_batch`, :meth:`head_positions` and
+    :meth:`step_logits` are the hooks the speed benchmark's slower variants override
+    (benchmarks/variants.py).
     """
 
     def __init__(
         self,
         tgt_dict,
         decoding: Optional[DecodingConfig] = None,
+        diffusion: Optional[AbsorbingDiffusion] = None,
         max_iter: int = 10,
         beam_size: int = 1,
         retain_history: bool = False,
@@ -59,73 +128,94 @@ class DiffusionGenerator:
         self.tgt_dict = tgt_dict
         self.pad = tgt_dict.pad()
         self.eos = tgt_dict.eos()
+        self.mask = tgt_dict.index(MASK_SYMBOL)
+        self.never_emitted = [self.mask, self.pad, tgt_dict.bos(), self.eos]
+        self.diffusion = diffusion or AbsorbingDiffusion(self.mask)
         self.max_iter = max_iter
         self.beam_size = beam_size
-        self.samples_per_length = self.decoding.samples_per_length
-        self.num_candidates = beam_size * self.samples_per_length
+        self.num_candidates = beam_size * self.decoding.samples_per_length
         self.retain_history = retain_history
         self.max_positions = max_positions
-        self.length_beam_mode = str(self.decoding.length_beam_mode)
-        self.oracle_length = self.decoding.oracle_length
-        self.step_options = dict(
-            strategy=self.strategy,
-            temperature=temperature,
-            sampling=sampling,
-            confidence=str(self.decoding.unmasking_confidence),
-            guidance_scale=self.decoding.guidance_scale,
-            prompt_cache=self.decoding.prompt_cache,
-            prompt_cache_refresh=self.decoding.prompt_cache_refresh,
-            temperature_scales_scores=self.decoding.temperature_scales_scores,
-        )
+        self.temperature = temperature
+        self.sampling = sampling
         self.force_max_iter = force_max_iter
-        self.candidate_selection = str(self.decoding.candidate_selection)
         self.post_process = post_process
 
-    def candidate_groups(self, candidates, batch_size):
-        """The batches the candidates (batch_size * num_candidates,) are denoised in:
-        all in one. Returns LongTensor (groups, group size)."""
-        return candidates.unsqueeze(0)
+    # ------------------------------------------------------------- the sampler
+    @torch.no_grad()
+    def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
+        """Returns, per sentence, hypotheses best-first as fairseq dicts."""
+        if len(models) != 1:
+            raise NotImplementedError("diffusion decoding of a model ensemble is not supported")
+        if prefix_tokens is not None or constraints is not None:
+            raise NotImplementedError("--prefix-size and constraints are not supported")
+        model = models[0]
+        prompts = self.encode_prompts(model, sample["net_input"]["src_tokens"])
+        batch_size = prompts.tokens.size(0)
 
-    def leave_batch(self, done):
-        """Row indices (LongTensor) of the canvases that stay in the batch after a step
-        where ``done`` (bool (N,)) are finished: the unfinished ones."""
-        return (~done).nonzero().view(-1)
+        lengths = self.candidate_lengths(prompts, sample).view(-1)
+        rows = utils.new_arange(prompts.tokens, batch_size).repeat_interleave(self.num_candidates)
+        candidates = utils.new_arange(prompts.tokens, rows.numel())
+        finals = [None] * rows.numel()
+        for group in self.candidate_groups(candidates, batch_size):
+            canvases = self.canvases(prompts.select(rows[group]), lengths[group])
+            for index, final in zip(group.tolist(), self.denoise(model, canvases)):
+                finals[index] = final
 
-    def decoder_step(self, model, decoder_out, encoder_out):
-        """One reverse step of every canvas (the model's ``forward_decoder``)."""
-        return model.forward_decoder(decoder_out, encoder_out, **self.step_options)
+        prompt_lengths = prompts.lengths.repeat_interleave(self.num_candidates)
+        length_scores = self.length_log_probs(prompts.length_logits, lengths)
+        finalized = []
+        for sent in range(batch_size):
+            hypos = []
+            for index in range(sent * self.num_candidates, (sent + 1) * self.num_candidates):
+                hypo = self.hypothesis(finals[index], int(prompt_lengths[index]), int(lengths[index]))
+                hypos.append({**hypo, "length_score": length_scores[index]})
+            hypos = self.select(hypos)
+            if self.decoding.collapse_repeats:
+                hypos = [self.collapse_repeats(hypo) for hypo in hypos]
+            finalized.append(hypos)
+        return finalized
 
-    def candidate_lengths(self, model, encoder_out, sample=None):
+    def encode_prompts(self, model, src_tokens):
+        """The prompt-only pass over src_tokens (B, S): :class:`Prompts`."""
+        prompt_lengths = src_tokens.ne(self.pad).sum(1)
+        features, layer_inputs = model.encode(src_tokens)
+        cache = None
+        if model.cfg.prompt_attention == "prefix":
+            cache = PromptCache.from_layer_inputs(layer_inputs, prompt_lengths, src_tokens.size(1))
+        return Prompts(src_tokens, prompt_lengths, model.forward_length(src_tokens, features), cache)
+
+    def candidate_lengths(self, prompts, sample=None):
         """Target lengths of the canvases of each prompt: LongTensor (B, beam * samples).
 
         ``beam_size`` lengths, the length head's top-k (``topk``), CMLM's window around
-        its argmax (``window``) or, with ``oracle_length``, the reference length, each
-        repeated ``samples_per_length`` times and clipped to the room left after its
+        its argmax (``window``) or, with ``--oracle-length``, the reference length, each
+        repeated ``--samples-per-length`` times and clipped to the room left after its
         prompt within ``max_positions``.
         """
-        if self.oracle_length:
+        if self.decoding.oracle_length:
             if sample is None or sample.get("target") is None:
                 raise ValueError("--oracle-length needs references (a test set with targets)")
-            gold = sample["target"].ne(self.pad).sum(1) - 1  # 0 for an empty target
+            gold = target_lengths(sample["target"], self.pad)  # 0 for an empty target
             lengths = gold.unsqueeze(1).repeat(1, self.beam_size)
-        elif self.length_beam_mode == "window":
-            best = model.predict_lengths(encoder_out, 1)
+        elif str(self.decoding.length_beam_mode) == "window":
+            best = most_likely_lengths(prompts.length_logits, 1)
             offsets = utils.new_arange(best, 1, self.beam_size) - self.beam_size // 2
-            lengths = (best + offsets).clamp(min=1)
+            lengths = (best + offsets).clamp(min=class_lengths(0))
         else:
-            num_classes = encoder_out["length_logits"].size(-1)
+            num_classes = prompts.length_logits.size(-1)
             if self.beam_size > num_classes:
                 raise ValueError(
                     f"--iter-decode-with-beam {self.beam_size} asks for more lengths than the "
                     f"model's {num_classes} length classes; use at most {num_classes}"
                 )
-            lengths = model.predict_lengths(encoder_out, self.beam_size)
-        lengths = lengths.repeat_interleave(self.samples_per_length, dim=1)
-        room = self.max_positions - encoder_out["prompt_lengths"] - 1
+            lengths = most_likely_lengths(prompts.length_logits, self.beam_size)
+        lengths = lengths.repeat_interleave(self.decoding.samples_per_length, dim=1)
+        room = self.max_positions - prompts.lengths - 1
         if (room < 0).any():
             row = int((room < 0).nonzero()[0, 0])
             raise ValueError(
-                f"prompt {row} of the batch has {int(encoder_out['prompt_lengths'][row])} tokens "
+                f"prompt {row} of the batch has {int(prompts.lengths[row])} tokens "
                 f"and leaves no room for </s> within --max-positions {self.max_positions}"
             )
         room = room.unsqueeze(1)
@@ -137,132 +227,189 @@ class DiffusionGenerator:
             )
         return torch.minimum(lengths, room)
 
-    @torch.no_grad()
-    def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
-        """Returns, per sentence, hypotheses best-first as fairseq dicts."""
-        if len(models) != 1:
-            raise NotImplementedError("diffusion decoding of a model ensemble is not supported")
-        if prefix_tokens is not None or constraints is not None:
-            raise NotImplementedError("--prefix-size and constraints are not supported")
-        model = models[0]
-        src_tokens = sample["net_input"]["src_tokens"]
-        batch_size = src_tokens.size(0)
+    def candidate_groups(self, candidates, batch_size):
+        """The batches the candidates (batch_size * num_candidates,) are denoised in:
+        all in one. Returns LongTensor (groups, group size)."""
+        return candidates.unsqueeze(0)
 
-        encoder_out = model.forward_encoder([src_tokens, sample["net_input"]["src_lengths"]])
-        lengths = self.candidate_lengths(model, encoder_out, sample).view(-1)
-        length_scores = self.length_log_probs(encoder_out, lengths)
-        rows = utils.new_arange(src_tokens, batch_size).repeat_interleave(self.num_candidates)
-        candidates = utils.new_arange(src_tokens, rows.numel())
-        groups = self.candidate_groups(candidates, batch_size)
-        finals = [None] * rows.numel()
-        for group in groups:
-            group_encoder_out = model.reorder_encoder_out(encoder_out, rows[group])
-            group_finals = self.denoise(model, group_encoder_out, lengths[group])
-            for index, final in zip(group.tolist(), group_finals):
-                finals[index] = final
+    def canvases(self, prompts, lengths):
+        """One canvas ``<s> prompt <mask>*L </s>`` right-padded per prompt of ``prompts``
+        (one per canvas) and target length L of lengths (N,): :class:`Canvases`."""
+        src_tokens = prompts.tokens
+        total = prompts.lengths + lengths + 1
+        positions = utils.new_arange(src_tokens, src_tokens.size(0), int(total.max()))
+        prompt_len, canvas_len = prompts.lengths.unsqueeze(1), total.unsqueeze(1)
+        tokens = src_tokens.new_full(positions.shape, self.pad)
+        tokens[positions < canvas_len - 1] = self.mask
+        tokens[positions == canvas_len - 1] = self.eos
+        prompt_width = src_tokens.size(1)
+        in_prompt = positions[:, :prompt_width] < prompt_len
+        tokens[:, :prompt_width] = torch.where(in_prompt, src_tokens, tokens[:, :prompt_width])
+        scores = torch.zeros(tokens.shape, device=tokens.device)
+        scores = scores.masked_fill(tokens.eq(self.mask), float("-inf"))
+        history = [tokens.clone()] if self.retain_history else None
+        return Canvases(tokens, scores, prompts.lengths, prompt_width, cache=prompts.cache, history=history)
 
-        prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat_interleave(self.num_candidates)
-        finalized = []
-        for sent in range(batch_size):
-            hypos = []
-            for index in range(sent * self.num_candidates, (sent + 1) * self.num_candidates):
-                start, length = int(prompt_lengths[index]), int(lengths[index])
-                final_tokens, final_scores, final_steps, final_history = finals[index]
-                tokens = final_tokens[start : start + length + 1]
-                positional_scores = final_scores[start : start + length + 1].clone()
-                positional_scores[-1] = 0.0
-                hypo = {
-                    "tokens": tokens,
-                    "positional_scores": positional_scores,
-                    "score": positional_scores[:-1].mean() if length else positional_scores.sum(),
-                    "hypo_attn": None,
-                    "alignment": None,
-                    "steps": final_steps,
-                    "length_score": length_scores[index],
-                }
-                if self.retain_history:
-                    hypo["history"] = [
-                        {
-                            "tokens": h[start : start + length + 1],
-                            "positional_scores": None,
-                            "score": None,
-                            "hypo_attn": None,
-                            "alignment": None,
-                        }
-                        for h in final_history
-                    ]
-                hypos.append(hypo)
-            hypos = self.select(hypos)
-            if self.decoding.collapse_repeats:
-                hypos = [self.collapse_repeats(hypo) for hypo in hypos]
-            finalized.append(hypos)
-        return finalized
-
-    def length_log_probs(self, encoder_out, lengths):
-        """log P(L) of each candidate's length under the length head: (N,) for the
-        lengths (N,) of N = B * num_candidates canvases (-inf outside its classes)."""
-        log_probs = encoder_out["length_logits"].float().log_softmax(-1)
-        log_probs = log_probs.repeat_interleave(self.num_candidates, dim=0)
-        classes = lengths - 1  # class c is length c + 1
-        inside = (classes >= 0) & (classes < log_probs.size(-1))
-        picked = log_probs.gather(1, classes.clamp(0, log_probs.size(-1) - 1).unsqueeze(1))
-        return picked.squeeze(1).masked_fill(~inside, float("-inf"))
-
-    @staticmethod
-    def collapse_repeats(hypo):
-        """``hypo`` with each token equal to the one before it dropped (``--collapse-repeats``;
-        the final ``</s>`` is kept), its positional scores alike; its rank is unchanged."""
-        tokens = hypo["tokens"]
-        keep = torch.ones_like(tokens, dtype=torch.bool)
-        keep[1:-1] = tokens[1:-1].ne(tokens[:-2])
-        return {**hypo, "tokens": tokens[keep], "positional_scores": hypo["positional_scores"][keep]}
-
-    def denoise(self, model, encoder_out, lengths):
-        """Run the reverse process on one canvas per entry of lengths (N,).
+    def denoise(self, model, canvases):
+        """Run the reverse process on every canvas of ``canvases``.
 
         Returns, per canvas, (tokens (L,), scores (L,), steps, history or None) as it
         was when it finished: when nothing in it was masked and no later step could
         change it, or at step ``max_iter``.
         """
-        decoder_out = model.initialize_output_tokens(
-            encoder_out, encoder_out["src_tokens"], target_lengths=lengths
-        )
-        decoder_out = decoder_out._replace(
-            max_step=self.max_iter,
-            history=[decoder_out.output_tokens.clone()] if self.retain_history else None,
-        )
-        finals = [None] * lengths.numel()
-        active = utils.new_arange(lengths, lengths.numel())
+        finals = [None] * canvases.tokens.size(0)
+        active = utils.new_arange(canvases.tokens, len(finals))
         for _ in range(self.max_iter):
-            decoder_out = self.decoder_step(model, decoder_out, encoder_out)
-            tokens = decoder_out.output_tokens
-            if decoder_out.step == self.max_iter:
+            canvases = self.step(model, canvases)
+            tokens = canvases.tokens
+            if canvases.step == self.max_iter:
                 done = tokens.new_ones(tokens.size(0)).bool()
             elif self.force_max_iter:
                 done = tokens.new_zeros(tokens.size(0)).bool()
             else:
-                num_tokens = tokens.ne(self.pad).sum(1) - encoder_out["prompt_lengths"] - 1
-                done = ~tokens.eq(model.mask).any(1) & ~AbsorbingDiffusion.may_change_unmasked(
-                    num_tokens, decoder_out.step, self.max_iter, self.strategy
+                num_tokens = tokens.ne(self.pad).sum(1) - canvases.prompt_lengths - 1
+                done = ~tokens.eq(self.mask).any(1) & ~AbsorbingDiffusion.may_change_unmasked(
+                    num_tokens, canvases.step, self.max_iter, self.strategy
                 )
             for local in done.nonzero().view(-1).tolist():
                 index = int(active[local])
                 if finals[index] is None:
-                    history = [h[local] for h in decoder_out.history] if self.retain_history else None
-                    finals[index] = (
-                        tokens[local], decoder_out.output_scores[local], decoder_out.step, history
-                    )
+                    history = [h[local] for h in canvases.history] if self.retain_history else None
+                    finals[index] = (tokens[local], canvases.scores[local], canvases.step, history)
             if done.all():
                 break
             keep = self.leave_batch(done)
             active = active[keep]
-            encoder_out = model.reorder_encoder_out(encoder_out, keep)
-            decoder_out = decoder_out._replace(
-                output_tokens=tokens[keep],
-                output_scores=decoder_out.output_scores[keep],
-                history=[h[keep] for h in decoder_out.history] if self.retain_history else None,
-            )
+            canvases = canvases.select(keep)
         return finals
+
+    def leave_batch(self, done):
+        """Row indices (LongTensor) of the canvases that stay in the batch after a step
+        where ``done`` (bool (N,)) are finished: the unfinished ones."""
+        return (~done).nonzero().view(-1)
+
+    # ---------------------------------------------------------------- one step
+    def step(self, model, canvases):
+        """One reverse-diffusion step of every canvas: a proposal at the LM-head
+        positions (``<mask>``, ``<pad>``, ``<s>``, ``</s>`` never proposed; argmax, or a
+        sample at ``--temperature`` with ``--sampling``), then ``--decoding-strategy``'s
+        commit and re-mask (``AbsorbingDiffusion.reverse_step``). Returns the next
+        :class:`Canvases`."""
+        tokens, scores = canvases.tokens, canvases.scores
+        decodable = self.decodable_positions(tokens, canvases.prompt_lengths)
+        head_positions = self.head_positions(tokens, decodable)
+        logits, cache = self.step_logits(model, canvases, head_positions)
+        logits[:, self.never_emitted] = float("-inf")
+        best_tokens, best_scores, best_confidence = token_proposals(
+            logits, self.temperature, self.sampling, str(self.decoding.unmasking_confidence),
+            temperature_scales_scores=self.decoding.temperature_scales_scores,
+        )
+        proposal_tokens = tokens.masked_scatter(head_positions, best_tokens)
+        proposal_scores = torch.zeros_like(scores).masked_scatter(head_positions, best_scores)
+        proposal_confidence = torch.zeros_like(scores).masked_scatter(
+            head_positions, best_confidence
+        )
+        step = canvases.step + 1
+        tokens, scores = self.diffusion.reverse_step(
+            tokens, scores, decodable, proposal_tokens, proposal_scores, step, self.max_iter,
+            self.strategy, proposal_confidence=proposal_confidence,
+        )
+        history = canvases.history
+        if history is not None:
+            history = history + [tokens.clone()]
+        return dataclasses.replace(
+            canvases, tokens=tokens, scores=scores, step=step, cache=cache, history=history
+        )
+
+    def head_positions(self, tokens, decodable):
+        """Where a step runs the LM head and its softmax, bool (N, L): the positions the
+        strategy may still change (every target position for RDM's re-masking
+        strategies, the masked ones for the others)."""
+        if self.strategy.revises_committed:
+            return decodable
+        return decodable & tokens.eq(self.mask)
+
+    def step_logits(self, model, canvases, head_positions):
+        """The logits (head_positions.sum(), V) of one step and the prompt cache after it:
+        classifier-free guided with ``--guidance-scale`` w > 0, ``u + (1 + w) (c - u)``
+        where ``u`` comes from the canvas with its prompt (all but ``<s>``) masked; with
+        ``--prompt-cache`` from the target alone (:meth:`cached_logits`); else from the
+        whole canvas."""
+        tokens, prompt_lengths = canvases.tokens, canvases.prompt_lengths
+        guidance_scale = self.decoding.guidance_scale
+        if guidance_scale > 0:
+            positions = utils.new_arange(tokens, *tokens.size())
+            in_prompt = (positions >= 1) & (positions < prompt_lengths.unsqueeze(1))
+            unconditional = tokens.masked_fill(in_prompt, self.mask)
+            both = torch.cat([tokens, unconditional], dim=0)
+            logits = model.logits(both, head_positions.repeat(2, 1), prompt_lengths.repeat(2))
+            conditional_logits, unconditional_logits = logits.chunk(2, dim=0)
+            guided = unconditional_logits + (1 + guidance_scale) * (
+                conditional_logits - unconditional_logits
+            )
+            return guided, canvases.cache
+        if self.decoding.prompt_cache:
+            return self.cached_logits(model, canvases, head_positions)
+        return model.logits(tokens, head_positions, prompt_lengths), canvases.cache
+
+    def cached_logits(self, model, canvases, head_positions):
+        """(logits, cache) of a step with the prompt cache. A full pass, whose prompt
+        states become the new cache, runs when there is none (a full-attention model's
+        first step) or at every ``--prompt-cache-refresh``-th step (0: never); otherwise
+        only the target runs through the layers."""
+        tokens, prompt_lengths = canvases.tokens, canvases.prompt_lengths
+        refresh = self.decoding.prompt_cache_refresh
+        if canvases.cache is None or (refresh > 0 and canvases.step % refresh == 0):
+            features, layer_inputs = model.encode(tokens, prompt_lengths)
+            cache = PromptCache.from_layer_inputs(layer_inputs, prompt_lengths, canvases.prompt_width)
+            return model.output_layer(features, head_positions), cache
+        return model.logits(tokens, head_positions, prompt_lengths, canvases.cache), canvases.cache
+
+    def decodable_positions(self, tokens, prompt_lengths):
+        """Target content positions (after the prompt, before the final ``</s>``) of
+        canvases tokens (N, L): bool (N, L)."""
+        positions = utils.new_arange(tokens, *tokens.size())
+        end = tokens.ne(self.pad).sum(1, keepdim=True) - 1
+        return (positions >= prompt_lengths.unsqueeze(1)) & (positions < end)
+
+    # ---------------------------------------------------------- the candidates
+    def hypothesis(self, final, prompt_length, length):
+        """The fairseq hypothesis dict of one finished canvas ``final`` (see
+        :meth:`denoise`) whose target of ``length`` tokens starts at ``prompt_length``."""
+        final_tokens, final_scores, final_steps, final_history = final
+        start = prompt_length
+        tokens = final_tokens[start : start + length + 1]
+        positional_scores = final_scores[start : start + length + 1].clone()
+        positional_scores[-1] = 0.0
+        hypo = {
+            "tokens": tokens,
+            "positional_scores": positional_scores,
+            "score": positional_scores[:-1].mean() if length else positional_scores.sum(),
+            "hypo_attn": None,
+            "alignment": None,
+            "steps": final_steps,
+        }
+        if self.retain_history:
+            hypo["history"] = [
+                {
+                    "tokens": h[start : start + length + 1],
+                    "positional_scores": None,
+                    "score": None,
+                    "hypo_attn": None,
+                    "alignment": None,
+                }
+                for h in final_history
+            ]
+        return hypo
+
+    def length_log_probs(self, length_logits, lengths):
+        """log P(L) under the length head of the lengths (N,) of the N = B * num_candidates
+        canvases, from length_logits (B, C): (N,), -inf outside the head's classes."""
+        log_probs = length_logits.float().log_softmax(-1).repeat_interleave(self.num_candidates, dim=0)
+        classes = classes_of_lengths(lengths)
+        inside = (classes >= 0) & (classes < log_probs.size(-1))
+        picked = log_probs.gather(1, classes.clamp(0, log_probs.size(-1) - 1).unsqueeze(1))
+        return picked.squeeze(1).masked_fill(~inside, float("-inf"))
 
     def select(self, hypos):
         """Order one sentence's candidates best-first.
@@ -273,16 +420,16 @@ class DiffusionGenerator:
         sacreBLEU / chrF of a candidate against the other candidates (stored as
         ``mbr_utility``), ties broken by mean log-prob.
         """
-        if self.candidate_selection == "score" or len(hypos) == 1:
+        selection = str(self.decoding.candidate_selection)
+        if selection == "score" or len(hypos) == 1:
             return sorted(hypos, key=lambda h: float(h["score"]), reverse=True)
-        if self.candidate_selection == "joint":
+        if selection == "joint":
             def joint(hypo):
                 length = hypo["tokens"].numel() - 1
-                return (float(hypo["positional_scores"][:-1].sum()) + float(hypo["length_score"])) / (length + 1)
+                tokens_log_prob = float(hypo["positional_scores"][:-1].sum())
+                return (tokens_log_prob + float(hypo["length_score"])) / (length + 1)
             return sorted(hypos, key=joint, reverse=True)
-        metric = sacrebleu.sentence_bleu if self.candidate_selection == "mbr-bleu" else (
-            sacrebleu.sentence_chrf
-        )
+        metric = sacrebleu.sentence_bleu if selection == "mbr-bleu" else sacrebleu.sentence_chrf
         texts = [self.tgt_dict.string(h["tokens"], self.post_process) for h in hypos]
         for i, hypo in enumerate(hypos):
             others = [text for j, text in enumerate(texts) if j != i]
@@ -290,3 +437,12 @@ class DiffusionGenerator:
         return sorted(
             hypos, key=lambda h: (h["mbr_utility"], float(h["score"])), reverse=True
         )
+
+    @staticmethod
+    def collapse_repeats(hypo):
+        """``hypo`` with each token equal to the one before it dropped (``--collapse-repeats``;
+        the final ``</s>`` is kept), its positional scores alike; its rank is unchanged."""
+        tokens = hypo["tokens"]
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+        keep[1:-1] = tokens[1:-1].ne(tokens[:-2])
+        return {**hypo, "tokens": tokens[keep], "positional_scores": hypo["positional_scores"][keep]}

@@ -116,8 +116,9 @@ def count_parameters(args, vocab_size, untied, length_predictor):
     heads += hidden * hidden + hidden + 2 * hidden + vocab_size  # LM head: dense, LayerNorm, bias
     if untied:
         heads += vocab_size * hidden
-    heads += hidden * classes + classes  # joint length head (always built)
-    if length_predictor == "separate":
+    if length_predictor == "joint":
+        heads += hidden * classes + classes  # the joint length head
+    else:  # the separate predictor, which replaces it
         heads += transformer_layer_params(hidden, ffn) + hidden * ffn + ffn + ffn * classes + classes
     return {"embeddings": embeddings, "layers": layers, "heads": heads}
 

@@ -203,30 +203,15 @@ def encode(hub, examples, max_positions):
 
 def decode(hub, sources, targets, max_iter, length_beam, batch_size):
     """Hypotheses (text) for the encoded examples by the task's generator, in order."""
-    from fairseq.data import LanguagePairDataset
+    from diffusion_plugin.pair_decoding import decode_pairs
 
-    from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
-
-    task, dictionary = hub.task, hub.task.source_dictionary
-    max_positions = min(task.max_positions(), *(m.max_positions() for m in hub.models))
-    pairs = LanguagePairDataset(
-        sources, [len(s) for s in sources], dictionary, targets, [len(t) for t in targets], dictionary,
-        left_pad_source=False, left_pad_target=False, shuffle=False,
-    )
-    dataset = PromptedPairDataset(pairs, max_positions, training=False)
-    batches = task.get_batch_iterator(
-        dataset, max_sentences=batch_size, max_positions=max_positions
-    ).next_epoch_itr(shuffle=False)
-    generator = task.build_generator(hub.models, argparse.Namespace(
+    generator = hub.task.build_generator(hub.models, argparse.Namespace(
         iter_decode_max_iter=max_iter,
         iter_decode_with_beam=length_beam or 1,
         oracle_length=not length_beam,
     ))
-    hyps = [None] * len(sources)
-    for sample in batches:
-        for index, hypos in zip(sample["id"].tolist(), task.inference_step(generator, hub.models, sample)):
-            hyps[index] = hub.decode(hypos[0]["tokens"])
-    return hyps
+    best = decode_pairs(hub.task, hub.models, generator, sources, targets, batch_size)
+    return [hub.decode(hypo["tokens"]) for hypo in best]
 
 
 def format_table(report):
@@ -247,15 +232,6 @@ def format_table(report):
         if entry.get("absent_languages"):
             lines.append(f"  - languages of the paper's set not found: {', '.join(entry['absent_languages'])}")
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    """Write ``text`` to ``path`` (its directory made if missing) through a partial file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(partial, path)
 
 
 def get_parser():
@@ -298,6 +274,7 @@ def get_parser():
 
 
 def main(argv=None):
+    from diffusion_plugin.files import write_atomically
     from diffusion_plugin.metrics import decoded_text
 
     args = get_parser().parse_args(argv)

@@ -131,8 +131,7 @@ def test_oracle_length_reproduces_the_reference_length(tiny_task, tiny_model):
 
 def test_window_lengths_surround_the_argmax(tiny_task, tiny_model):
     sample = batch(tiny_task, range(6))
-    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
-    best = tiny_model.predict_lengths(encoder_out, 1).squeeze(1)
+    best = tiny_model.forward_length(sample["net_input"]["src_tokens"]).argmax(-1) + 1  # class k: k + 1 tokens
     gen = generator(tiny_task, max_iter=2, beam_size=3, length_beam_mode="window")
     for sentence, argmax in zip(gen.generate([tiny_model], sample), best.tolist()):
         expected = sorted(max(1, argmax + offset) for offset in (-1, 0, 1))
@@ -153,24 +152,24 @@ def test_forced_iterations_change_steps_not_outputs(tiny_task, tiny_model):
 
 def test_guidance_combines_conditional_and_prompt_masked_logits(tiny_task, tiny_model):
     sample = batch(tiny_task, range(3))
-    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
-    start = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
-    start = start._replace(max_step=1)
-    guided = tiny_model.forward_decoder(start, encoder_out, guidance_scale=1.5)
+    plain_generator = generator(tiny_task, max_iter=1)
+    prompts = plain_generator.encode_prompts(tiny_model, sample["net_input"]["src_tokens"])
+    start = plain_generator.canvases(prompts, plain_generator.candidate_lengths(prompts).view(-1))
+    guided = generator(tiny_task, max_iter=1, guidance_scale=1.5).step(tiny_model, start)
 
-    tokens = start.output_tokens
-    decodable = tiny_model.decodable_positions(tokens, encoder_out["prompt_lengths"])
+    tokens = start.tokens
+    decodable = plain_generator.decodable_positions(tokens, prompts.lengths)
     prompt_masked = tokens.clone()
-    for row, length in enumerate(encoder_out["prompt_lengths"].tolist()):
+    for row, length in enumerate(prompts.lengths.tolist()):
         prompt_masked[row, 1:length] = tiny_model.mask
     with torch.no_grad():
         c = tiny_model.output_layer(tiny_model.extract_features(tokens), decodable).float()
         u = tiny_model.output_layer(tiny_model.extract_features(prompt_masked), decodable).float()
     logits = u + 2.5 * (c - u)
-    logits[:, tiny_model.never_emitted] = float("-inf")
-    assert torch.equal(guided.output_tokens[decodable], logits.argmax(-1))
-    plain = tiny_model.forward_decoder(start, encoder_out)
-    assert not torch.equal(plain.output_scores, guided.output_scores)
+    logits[:, plain_generator.never_emitted] = float("-inf")
+    assert torch.equal(guided.tokens[decodable], logits.argmax(-1))
+    plain = plain_generator.step(tiny_model, start)
+    assert not torch.equal(plain.scores, guided.scores)
 
 
 def test_confidences_lie_in_the_unit_interval_and_order_as_expected():
@@ -285,15 +284,15 @@ def test_fairseq_generation_flags_reach_the_generator(tiny_task, tiny_model):
     assert decoding_config(tiny_task.cfg, args).decoding_strategy == tiny_task.cfg.decoding_strategy
     generator = tiny_task.build_generator([tiny_model], args)
     assert (generator.max_iter, generator.beam_size, generator.force_max_iter) == (7, 4, True)
-    assert generator.step_options["temperature"] == 0.5 and generator.step_options["sampling"]
+    assert generator.temperature == 0.5 and generator.sampling
 
 
 def test_samples_per_length_multiply_the_candidates_and_mbr_ranks_them(tiny_task, tiny_model):
     torch.manual_seed(0)
     gen = generator(tiny_task, max_iter=3, beam_size=2, samples_per_length=3, sampling=True,
                     candidate_selection="mbr-chrf")
-    encoder_out = tiny_model.forward_encoder([batch(tiny_task, range(5))["net_input"]["src_tokens"], None])
-    top2 = tiny_model.predict_lengths(encoder_out, 2)
+    length_logits = tiny_model.forward_length(batch(tiny_task, range(5))["net_input"]["src_tokens"])
+    top2 = length_logits.topk(2, dim=-1).indices + 1  # class k: k + 1 tokens
     for sentence, lengths in zip(gen.generate([tiny_model], batch(tiny_task, range(5))), top2.tolist()):
         assert len(sentence) == 6
         assert sorted(len(h["tokens"]) - 1 for h in sentence) == sorted(lengths * 3)
@@ -306,16 +305,16 @@ def test_canvases_of_other_lengths_than_the_batch_get_their_own_target_positions
     lengths (method spec §3); here every canvas derives its own target positions."""
     sample = batch(tiny_task, range(4))
     src_tokens = sample["net_input"]["src_tokens"]
-    encoder_out = tiny_model.forward_encoder([src_tokens, None])
+    gen = generator(tiny_task)
     rows = torch.arange(4).repeat_interleave(3)
-    encoder_out = tiny_model.reorder_encoder_out(encoder_out, rows)
+    prompts = gen.encode_prompts(tiny_model, src_tokens).select(rows)
     target_lengths = torch.tensor([1, 7, 3, 12, 2, 5, 9, 1, 4, 6, 11, 2])
-    canvas = tiny_model.initialize_output_tokens(encoder_out, encoder_out["src_tokens"], target_lengths)
-    decodable = tiny_model.decodable_positions(canvas.output_tokens, encoder_out["prompt_lengths"])
+    canvas = gen.canvases(prompts, target_lengths)
+    decodable = gen.decodable_positions(canvas.tokens, prompts.lengths)
     assert decodable.sum(1).tolist() == target_lengths.tolist()
-    for row, (prompt_length, length) in enumerate(zip(encoder_out["prompt_lengths"].tolist(), target_lengths.tolist())):
+    for row, (prompt_length, length) in enumerate(zip(prompts.lengths.tolist(), target_lengths.tolist())):
         assert decodable[row].nonzero().view(-1).tolist() == list(range(prompt_length, prompt_length + length))
-        assert canvas.output_tokens[row, prompt_length + length] == tiny_model.eos
+        assert canvas.tokens[row, prompt_length + length] == tiny_model.eos
 
 
 def test_more_length_candidates_than_length_classes_is_an_error(tiny_task, tiny_model):

@@ -107,25 +107,30 @@ def collate(task, pairs):
     return task.dataset("test").collater(samples)
 
 
-class StepChecker:
-    """The model, counting reverse steps and checking that each keeps every canvas's
-    prompt and final ``</s>``."""
+class StepChecker(DiffusionGenerator):
+    """The generator, counting reverse steps and checking that the canvases start with
+    their prompts and that each step keeps every canvas's prompt and final ``</s>``."""
 
-    def __init__(self, model):
-        self.model, self.steps = model, 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = 0
 
-    def __getattr__(self, name):
-        return getattr(self.model, name)
+    def canvases(self, prompts, lengths):
+        canvases = super().canvases(prompts, lengths)
+        width = prompts.tokens.size(1)
+        in_prompt = torch.arange(width) < prompts.lengths.unsqueeze(1)
+        assert torch.equal(canvases.tokens[:, :width][in_prompt], prompts.tokens[in_prompt])
+        return canvases
 
-    def forward_decoder(self, decoder_out, encoder_out, **kwargs):
-        decoder_out = self.model.forward_decoder(decoder_out, encoder_out, **kwargs)
+    def step(self, model, canvases):
+        after = super().step(model, canvases)
         self.steps += 1
-        tokens, prompts = decoder_out.output_tokens, encoder_out["src_tokens"]
-        in_prompt = torch.arange(prompts.size(1)) < encoder_out["prompt_lengths"].unsqueeze(1)
-        assert torch.equal(tokens[:, : prompts.size(1)][in_prompt], prompts[in_prompt])
-        ends = tokens.ne(self.model.pad).sum(1, keepdim=True) - 1
-        assert tokens.gather(1, ends).eq(self.model.eos).all()
-        return decoder_out
+        tokens = after.tokens
+        in_prompt = torch.arange(tokens.size(1)) < canvases.prompt_lengths.unsqueeze(1)
+        assert torch.equal(tokens[in_prompt], canvases.tokens[in_prompt])
+        ends = tokens.ne(self.pad).sum(1, keepdim=True) - 1
+        assert tokens.gather(1, ends).eq(self.eos).all()
+        return after
 
 
 def test_decoding_invariants(tiny_task, model, vocabulary):
@@ -139,15 +144,14 @@ def test_decoding_invariants(tiny_task, model, vocabulary):
         cases.append(options)
         torch.manual_seed(seed)
         sample = collate(tiny_task, pairs)
-        generator = DiffusionGenerator(dictionary, max_positions=MAX_POSITIONS, **options)
-        checker = StepChecker(model)
-        hypos = generator.generate([checker], sample)
+        generator = StepChecker(dictionary, max_positions=MAX_POSITIONS, **options)
+        hypos = generator.generate([model], sample)
         steps = options["max_iter"]
-        assert checker.steps <= steps
+        assert generator.steps <= steps
 
-        encoder_out = model.forward_encoder([sample["net_input"]["src_tokens"], None])
-        chosen = generator.candidate_lengths(model, encoder_out, sample)
-        room = (MAX_POSITIONS - encoder_out["prompt_lengths"] - 1).unsqueeze(1)
+        prompts = generator.encode_prompts(model, sample["net_input"]["src_tokens"])
+        chosen = generator.candidate_lengths(prompts, sample)
+        room = (MAX_POSITIONS - prompts.lengths - 1).unsqueeze(1)
         assert (chosen >= 1).all() and (chosen <= room).all()
         if options["oracle_length"]:
             gold = torch.LongTensor([length for _, length in pairs]).unsqueeze(1)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from helpers import batch
-from diffusion_plugin.absorbing_diffusion import ReverseStrategy
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 
 STRATEGIES = [
@@ -35,20 +34,19 @@ def test_committed_tokens_follow_the_cosine_schedule(tiny_task, tiny_model):
 
 def test_prompt_is_never_touched(tiny_task, tiny_model):
     sample = batch(tiny_task, range(6))
-    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]])
-    decoder_out = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
-    decoder_out = decoder_out._replace(max_step=4)
+    gen = generator(tiny_task, max_iter=4, decoding_strategy="reparam-uncond-deterministic-cosine")
+    prompts = gen.encode_prompts(tiny_model, sample["net_input"]["src_tokens"])
+    canvases = gen.canvases(prompts, gen.candidate_lengths(prompts).view(-1))
     prompt = sample["net_input"]["src_tokens"]
-    strategy = ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
     for _ in range(4):
-        decoder_out = tiny_model.forward_decoder(decoder_out, encoder_out, strategy=strategy)
-        tokens = decoder_out.output_tokens
+        canvases = gen.step(tiny_model, canvases)
+        tokens = canvases.tokens
         for row in range(prompt.size(0)):
-            length = int(encoder_out["prompt_lengths"][row])
+            length = int(prompts.lengths[row])
             assert torch.equal(tokens[row, :length], prompt[row, :length])
             end = int(tokens[row].ne(tiny_model.pad).sum()) - 1
             assert tokens[row, end] == tiny_model.eos
-    assert not decoder_out.output_tokens.eq(tiny_model.mask).any()
+    assert not canvases.tokens.eq(tiny_model.mask).any()
 
 
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if "deterministic" in s])
@@ -73,8 +71,8 @@ def test_outputs_hold_no_special_symbols_and_follow_the_length_beam(tiny_task, t
     hypos = gen.generate([tiny_model], sample)
     dictionary = tiny_task.target_dictionary
     special = {tiny_model.mask, dictionary.pad(), dictionary.bos(), dictionary.eos()}
-    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
-    beam_lengths = tiny_model.predict_lengths(encoder_out, 4)
+    length_logits = tiny_model.forward_length(sample["net_input"]["src_tokens"])
+    beam_lengths = length_logits.topk(4, dim=-1).indices + 1  # class k: k + 1 tokens
     for row, sentence in enumerate(hypos):
         assert len(sentence) == 4
         for hypo in sentence:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import training_cfg
-from diffusion_plugin.models.diffusion_xlmr import length_targets
+from diffusion_plugin.modules.length_classes import length_targets
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_a_diffusion_checkpoint_loads_into_a_separate_predictor_model(tiny_task,
         expected = tiny_model.output_layer(tiny_model.extract_features(tokens), positions)
         got = model.output_layer(model.extract_features(tokens), positions)
     assert torch.equal(expected, got)
-    logits = model.forward_encoder([batch["net_input"]["src_tokens"], None])["length_logits"]
+    logits = model.forward_length(batch["net_input"]["src_tokens"])
     assert logits.shape == (4, model.cfg.length_classes)
 
 
@@ -70,3 +70,19 @@ def test_each_criterion_rejects_the_other_length_predictor(tiny_task, tiny_model
         diffusion_criterion(model, sample(tiny_task))
     with pytest.raises(ValueError, match="--length-predictor separate"):
         length_criterion(tiny_model, sample(tiny_task))
+
+
+def test_a_stage_two_checkpoint_with_the_old_joint_head_loads_its_own_predictor(tiny_task, tiny_model, separate):
+    """Stage-two checkpoints saved before the joint head was left out of separate models
+    carry ``length_head.*`` too; it is dropped on load and the saved predictor kept."""
+    _, model, _ = separate
+    assert not hasattr(model, "length_head") and hasattr(tiny_model, "length_head")
+    torch.manual_seed(1)
+    saved = {**tiny_model.state_dict(), **{
+        f"length_predictor.{key}": torch.randn_like(value) for key, value in model.length_predictor.state_dict().items()
+    }}
+    assert any(key.startswith("length_head.") for key in saved)
+    model.load_state_dict(dict(saved), strict=True)
+    for key, value in model.length_predictor.state_dict().items():
+        assert torch.equal(value, saved[f"length_predictor.{key}"])
+    assert not any(key.startswith("length_head.") for key in model.state_dict())

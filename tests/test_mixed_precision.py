@@ -73,8 +73,8 @@ def test_decoding_in_half_and_bfloat16_follows_fp32(tiny_data, tiny_task, dtype,
     sample = sample_of(tiny_task, "test", 20)
     src_tokens = sample["net_input"]["src_tokens"]
     with torch.no_grad():
-        reference = model.forward_encoder([src_tokens, None])["length_logits"]
-        length_logits = low.forward_encoder([src_tokens, None])["length_logits"]
+        reference = model.forward_length(src_tokens)
+        length_logits = low.forward_length(src_tokens)
     assert length_logits.dtype == dtype
     # stated tolerance: length log-probabilities within 0.1 nats of fp32's
     difference = (length_logits.float().log_softmax(-1) - reference.log_softmax(-1)).abs().max()

@@ -10,6 +10,7 @@ from fairseq import tasks
 from helpers import batch, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config
+from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
 from variants import MeasuredGenerator
 
 STRATEGIES = [
@@ -52,20 +53,18 @@ def test_lm_head_positions_change_no_token(tiny_task, tiny_model, strategy):
 
 def test_undecided_positions_skip_committed_tokens_unless_the_strategy_revises_them(tiny_task, tiny_model):
     sample = batch(tiny_task, range(4))
-    encoder_out = tiny_model.forward_encoder([sample["net_input"]["src_tokens"], None])
-    decoder_out = tiny_model.initialize_output_tokens(encoder_out, sample["net_input"]["src_tokens"])
-    decoder_out = decoder_out._replace(max_step=4)
     rows = []
     head = tiny_model.encoder.lm_head
     handle = head.register_forward_hook(lambda module, args, out: rows.append(out.size(0)))
     try:
         for name in ("threshold0.05", "reparam-uncond-deterministic-cosine"):
-            strategy = DiffusionGenerator(tiny_task.target_dictionary, decoding_strategy=name).strategy
-            step = tiny_model.forward_decoder(decoder_out, encoder_out, strategy=strategy)
-            masked = int(step.output_tokens.eq(tiny_model.mask).sum())
+            gen = DiffusionGenerator(tiny_task.target_dictionary, max_iter=4, decoding_strategy=name)
+            prompts = gen.encode_prompts(tiny_model, sample["net_input"]["src_tokens"])
+            step = gen.step(tiny_model, gen.canvases(prompts, gen.candidate_lengths(prompts).view(-1)))
+            masked = int(step.tokens.eq(tiny_model.mask).sum())
             rows.clear()
-            tiny_model.forward_decoder(step, encoder_out, strategy=strategy)
-            decodable = tiny_model.decodable_positions(step.output_tokens, encoder_out["prompt_lengths"])
+            gen.step(tiny_model, step)
+            decodable = gen.decodable_positions(step.tokens, prompts.lengths)
             assert rows == [masked if name.startswith("threshold") else int(decodable.sum())]
     finally:
         handle.remove()
@@ -88,15 +87,16 @@ def test_dropping_finished_canvases_and_batching_candidates_change_no_token(tiny
 def test_prefix_attention_keeps_the_prompt_blind_to_the_target(tiny_task, prefix_model, tiny_model):
     sample = batch(tiny_task, range(4))
     src_tokens = sample["net_input"]["src_tokens"]
-    encoder_out = prefix_model.forward_encoder([src_tokens, None])
-    canvas = prefix_model.initialize_output_tokens(encoder_out, src_tokens).output_tokens
-    decodable = prefix_model.decodable_positions(canvas, encoder_out["prompt_lengths"])
+    gen = DiffusionGenerator(tiny_task.target_dictionary)
+    prompts = gen.encode_prompts(prefix_model, src_tokens)
+    canvas = gen.canvases(prompts, gen.candidate_lengths(prompts).view(-1)).tokens
+    decodable = gen.decodable_positions(canvas, prompts.lengths)
     changed = canvas.masked_fill(decodable, 7)
     prompt = ~decodable & canvas.ne(prefix_model.pad) & (
-        torch.arange(canvas.size(1)) < encoder_out["prompt_lengths"].unsqueeze(1)
+        torch.arange(canvas.size(1)) < prompts.lengths.unsqueeze(1)
     )
     for model, blind in ((prefix_model, True), (tiny_model, False)):
-        lengths = encoder_out["prompt_lengths"]
+        lengths = prompts.lengths
         before = model.extract_features(canvas, lengths)[prompt]
         after = model.extract_features(changed, lengths)[prompt]
         assert torch.allclose(before, after, atol=1e-5) == blind
@@ -114,12 +114,13 @@ def test_prompt_cache_is_exact_with_prefix_attention(tiny_task, prefix_model, st
 def test_cached_target_features_match_a_full_pass(tiny_task, tiny_model):
     sample = batch(tiny_task, range(6))
     src_tokens = sample["net_input"]["src_tokens"]
-    encoder_out = tiny_model.forward_encoder([src_tokens, None])
-    canvas = tiny_model.initialize_output_tokens(encoder_out, src_tokens).output_tokens
-    lengths = encoder_out["prompt_lengths"]
+    gen = DiffusionGenerator(tiny_task.target_dictionary)
+    prompts = gen.encode_prompts(tiny_model, src_tokens)
+    canvas = gen.canvases(prompts, gen.candidate_lengths(prompts).view(-1)).tokens
+    lengths = prompts.lengths
     full, layer_inputs = tiny_model.encode(canvas, lengths)
-    encoder_out.update(tiny_model.prompt_cache(layer_inputs, lengths, src_tokens.size(1)))
-    cached, index, padding = tiny_model.features_with_cached_prompt(canvas, encoder_out)
+    cache = PromptCache.from_layer_inputs(layer_inputs, lengths, src_tokens.size(1))
+    cached, index, padding = target_features(tiny_model.encoder.sentence_encoder, canvas, lengths, cache, tiny_model.pad)
     expected = full.gather(1, index.unsqueeze(-1).expand_as(cached))
     assert torch.allclose(cached[~padding], expected[~padding], atol=1e-5)
     assert int((~padding).sum()) == int((canvas.ne(tiny_model.pad).sum(1) - lengths).sum())

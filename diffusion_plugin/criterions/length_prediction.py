@@ -8,7 +8,7 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from diffusion_plugin.models.diffusion_xlmr import length_targets
+from diffusion_plugin.modules.length_classes import length_targets
 
 
 @dataclass

@@ -9,16 +9,12 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
-from diffusion_plugin.constants import MASK_SYMBOL
-from diffusion_plugin.models.diffusion_xlmr import length_targets
+from diffusion_plugin.absorbing_diffusion import WEIGHTINGS
+from diffusion_plugin.modules.length_classes import length_targets
 
 
 @dataclass
 class MaskedDiffusionCriterionConfig(FairseqDataclass):
-    num_diffusion_steps: int = field(
-        default=50, metadata={"help": "T: a token is masked with probability t/T, t ~ U{1..T}"}
-    )
     time_sampling: ChoiceEnum(["coupled", "single"]) = field(
         default="coupled",
         metadata={
@@ -57,15 +53,20 @@ class MaskedDiffusionCriterion(FairseqCriterion):
              + length_loss_factor * R / B * sum_examples CE(length)
 
     with n_row the row's maskable (target) tokens; ``sample_size`` = R, so the
-    optimised quantity is the mean over rows.
+    optimised quantity is the mean over rows. The noise is the task's
+    :class:`AbsorbingDiffusion` (``--num-diffusion-steps`` T), whose reverse step the
+    task's generator runs.
     """
 
     def __init__(self, cfg: MaskedDiffusionCriterionConfig, task):
         super().__init__(task)
+        if not hasattr(task, "diffusion"):
+            raise ValueError(
+                f"--criterion masked_diffusion needs --task prompted_translation, got "
+                f"{type(task).__name__}"
+            )
         self.cfg = cfg
-        self.diffusion = AbsorbingDiffusion(
-            task.target_dictionary.index(MASK_SYMBOL), cfg.num_diffusion_steps
-        )
+        self.diffusion = task.diffusion
 
     def forward(self, model, sample, reduce=True):
         if hasattr(model, "length_predictor"):
@@ -75,12 +76,14 @@ class MaskedDiffusionCriterion(FairseqCriterion):
                 "length_prediction --length-predictor separate --finetune-from-model"
             )
         tokens, maskable = sample["tokens"], sample["target_mask"]
+        prompt_lengths = sample["net_input"]["src_lengths"]
         batch_size = tokens.size(0)
         with utils.set_torch_seed(batch_seed(sample)):
             if self.cfg.time_sampling == "coupled":
                 noised, masked, t = self.diffusion.q_sample_coupled(tokens, maskable)
                 maskable = maskable.repeat(2, 1)
                 tokens = tokens.repeat(2, 1)
+                prompt_lengths = prompt_lengths.repeat(2)
             else:
                 t = self.diffusion.sample_time(batch_size, device=tokens.device)
                 noised, masked = self.diffusion.q_sample(tokens, maskable, t)
@@ -89,7 +92,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
 
             net_output = model(
                 sample["net_input"]["src_tokens"],
-                sample["net_input"]["src_lengths"],
+                prompt_lengths,
                 noised,
                 masked,
                 predict_length=predict_length,

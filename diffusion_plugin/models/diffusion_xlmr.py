@@ -19,7 +19,6 @@ import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import fsdp_wrap
-from fairseq.iterative_refinement_generator import DecoderOut
 from fairseq.models import (
     BaseFairseqModel,
     register_model,
@@ -29,28 +28,15 @@ from fairseq.models.roberta.model import RobertaEncoder
 from fairseq.models.roberta.model import base_architecture as roberta_base_architecture
 from fairseq.utils import safe_getattr
 
-from diffusion_plugin.absorbing_diffusion import (
-    AbsorbingDiffusion,
-    ReverseStrategy,
-    token_proposals,
-)
 from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
+from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
 
 logger = logging.getLogger(__name__)
 
 PRETRAINED_VOCABULARIES = ChoiceEnum(["prune", "full"])
 PROMPT_ATTENTIONS = ("full", "prefix")
-
-
-def length_targets(target, pad, num_classes):
-    """Length classes (B,) of ``target </s>`` (B, T) right-padded: k+1 tokens -> class k.
-
-    Lengths beyond the last of ``num_classes`` classes are clipped to it.
-    """
-    num_tokens = target.ne(pad).sum(1) - 1
-    return (num_tokens - 1).clamp(0, num_classes - 1)
 
 
 @dataclass
@@ -155,13 +141,12 @@ class DiffusionXLMRModel(BaseFairseqModel):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.length_head = nn.Linear(cfg.encoder_embed_dim, cfg.length_classes)
         self.pad = dictionary.pad()
         self.eos = dictionary.eos()
         self.mask = dictionary.index(MASK_SYMBOL)
-        self.diffusion = AbsorbingDiffusion(self.mask)
-        self.never_emitted = [self.mask, self.pad, dictionary.bos(), self.eos]
-        if cfg.length_predictor == "separate":
+        if cfg.length_predictor == "joint":
+            self.length_head = nn.Linear(cfg.encoder_embed_dim, cfg.length_classes)
+        else:
             for parameter in self.parameters():
                 parameter.requires_grad = False
             # its own FSDP unit under --ddp-backend fully_sharded: FSDP flattens the
@@ -251,70 +236,6 @@ class DiffusionXLMRModel(BaseFairseqModel):
         blocked = in_prompt.unsqueeze(2) & ~in_prompt.unsqueeze(1)
         return blocked.repeat_interleave(self.cfg.encoder_attention_heads, dim=0)
 
-    def features_with_cached_prompt(self, tokens, encoder_out):
-        """Final-layer features (B, T, H) of the target part of tokens (B, L).
-
-        Only the target positions run through the layers: each layer's queries are
-        the target's states, its keys and values those of ``encoder_out``'s cached
-        prompt states (``prompt_states`` (B, layers, S, H), ``prompt_padding`` (B, S))
-        followed by the target's. Row b's target starts at its prompt length; also
-        returns target_index (B, T) (the canvas position of each target slot, clamped)
-        and target_padding (B, T).
-        """
-        encoder = self.encoder.sentence_encoder
-        prompt_lengths = encoder_out["prompt_lengths"]
-        canvas_lengths = tokens.ne(self.pad).sum(1)
-        width = int((canvas_lengths - prompt_lengths).max())
-        target_index = prompt_lengths.unsqueeze(1) + utils.new_arange(tokens, 1, width)
-        target_padding = target_index >= canvas_lengths.unsqueeze(1)
-        target_index = target_index.clamp(max=tokens.size(1) - 1)
-        key_padding = torch.cat([encoder_out["prompt_padding"], target_padding], dim=1)
-        with self.bf16_autocast(tokens.device):
-            embedded, _ = encoder.forward_embedding(tokens)
-            index = target_index.unsqueeze(-1).expand(-1, -1, embedded.size(-1))
-            x = embedded.gather(1, index).masked_fill(target_padding.unsqueeze(-1), 0.0)
-            x = x.transpose(0, 1)
-            for layer_index, layer in enumerate(encoder.layers):
-                prompt_states = encoder_out["prompt_states"][:, layer_index].transpose(0, 1)
-                x = self._layer_with_cached_prompt(layer, x, prompt_states.type_as(x), key_padding)
-            if encoder.layer_norm is not None:
-                x = encoder.layer_norm(x)
-        return x.transpose(0, 1), target_index, target_padding
-
-    @staticmethod
-    def _layer_with_cached_prompt(layer, x, prompt_states, key_padding):
-        """fairseq's TransformerEncoderLayer on queries x (T, B, H) whose keys and values
-        are ``cat(prompt_states (S, B, H), x)``; key_padding (B, S + T)."""
-        residual = x
-        keys = torch.cat([prompt_states, x], dim=0)
-        if layer.normalize_before:
-            x, keys = layer.self_attn_layer_norm(x), layer.self_attn_layer_norm(keys)
-        x, _ = layer.self_attn(
-            query=x, key=keys, value=keys, key_padding_mask=key_padding, need_weights=False
-        )
-        x = layer.residual_connection(layer.dropout_module(x), residual)
-        if not layer.normalize_before:
-            x = layer.self_attn_layer_norm(x)
-        residual = x
-        if layer.normalize_before:
-            x = layer.final_layer_norm(x)
-        x = layer.fc2(layer.activation_dropout_module(layer.activation_fn(layer.fc1(x))))
-        x = layer.residual_connection(layer.dropout_module(x), residual)
-        if not layer.normalize_before:
-            x = layer.final_layer_norm(x)
-        return x
-
-    @staticmethod
-    def prompt_cache(layer_inputs, prompt_lengths, prompt_width):
-        """The cache :meth:`features_with_cached_prompt` reads, from the first
-        ``prompt_width`` positions of each layer's input (L, B, H) of a pass."""
-        states = torch.stack([x[:prompt_width] for x in layer_inputs], dim=0)
-        positions = utils.new_arange(prompt_lengths, 1, prompt_width)
-        return {
-            "prompt_states": states.permute(2, 0, 1, 3).contiguous(),
-            "prompt_padding": positions >= prompt_lengths.unsqueeze(1),
-        }
-
     def output_layer(self, features, positions):
         """LM-head logits (positions.sum(), V) in fp32 at the True entries of positions (B, L)
         (every position, (B, L, V), when positions is None)."""
@@ -322,17 +243,34 @@ class DiffusionXLMRModel(BaseFairseqModel):
             logits = self.encoder.lm_head(features, masked_tokens=positions)
         return logits.float()
 
+    def logits(self, tokens, positions, prompt_lengths=None, cache: Optional[PromptCache] = None):
+        """LM-head logits (positions.sum(), V) of tokens (B, L) at the True entries of
+        positions (B, L) (every position, (B, L, V), when positions is None and there is
+        no cache); prompt_lengths (B,) as in :meth:`encode`.
+
+        With ``cache`` (the prompt's per-layer states, see ``modules/prompt_cache.py``)
+        only the target positions run through the layers; positions must then lie in
+        the target.
+        """
+        if cache is None:
+            return self.output_layer(self.extract_features(tokens, prompt_lengths), positions)
+        with self.bf16_autocast(tokens.device):
+            features, target_index, target_padding = target_features(
+                self.encoder.sentence_encoder, tokens, prompt_lengths, cache, self.pad
+            )
+        return self.output_layer(features, positions.gather(1, target_index) & ~target_padding)
+
     # ---------------------------------------------------------------- training
-    def forward(self, src_tokens, src_lengths, noised_tokens, score_mask, predict_length=True):
+    def forward(self, src_tokens, prompt_lengths, noised_tokens, score_mask, predict_length=True):
         """Denoise ``noised_tokens`` and predict target lengths from the prompts.
 
         src_tokens (B, S): ``<s> prompt`` right-padded; noised_tokens (R, L): full
-        sequences with masked targets; score_mask (R, L): positions to score.
+        sequences with masked targets; prompt_lengths (R,): the prompt length of each
+        noised row (the batch's ``src_lengths``, once per noised copy; used with
+        ``--prompt-attention prefix``); score_mask (R, L): positions to score.
         Returns ``{"word_logits": (score_mask.sum(), V), "length_logits": (B, C) or None}``.
         """
-        prompt_lengths = src_tokens.ne(self.pad).sum(1).repeat(noised_tokens.size(0) // src_tokens.size(0))
-        features = self.extract_features(noised_tokens, prompt_lengths)
-        word_logits = self.output_layer(features, score_mask)
+        word_logits = self.logits(noised_tokens, score_mask, prompt_lengths)
         length_logits = self.forward_length(src_tokens) if predict_length else None
         return {"word_logits": word_logits, "length_logits": length_logits}
 
@@ -374,7 +312,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     def upgrade_state_dict_named(self, state_dict, name):
         """A diffusion checkpoint without the separate predictor gets its initial weights
-        (stage two of the length training starts from such a checkpoint); one with untied
+        (stage two of the length training starts from such a checkpoint) and loses its
+        joint length head (as do stage-two checkpoints that still carry one); one with untied
         embeddings (a pruned vocabulary) must go into an untied model."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
@@ -386,177 +325,10 @@ class DiffusionXLMRModel(BaseFairseqModel):
                 "--pretrained-vocab prune) but this model ties them; pass --untie-weights-roberta"
             )
         if self.cfg.length_predictor == "separate":
+            for key in [k for k in state_dict if k.startswith(f"{prefix}length_head.")]:
+                del state_dict[key]  # the joint head, which a separate-predictor model lacks
             for key, value in self.length_predictor.state_dict().items():
                 state_dict.setdefault(f"{prefix}length_predictor.{key}", value)
-
-    # ------------------------------------------------------ NAT decoding protocol
-    def forward_encoder(self, encoder_inputs):
-        """``encoder_inputs = [src_tokens (B, S), src_lengths (B,)]``: the prompts.
-
-        With ``--prompt-attention prefix`` the prompt-only pass also gives the exact
-        prompt cache (``prompt_states``, ``prompt_padding``).
-        """
-        src_tokens, src_lengths = encoder_inputs
-        prompt_lengths = src_tokens.ne(self.pad).sum(1)
-        features, layer_inputs = self.encode(src_tokens)
-        encoder_out = {
-            "src_tokens": src_tokens,
-            "prompt_lengths": prompt_lengths,
-            "length_logits": self.forward_length(src_tokens, features),
-        }
-        if self.cfg.prompt_attention == "prefix":
-            encoder_out.update(self.prompt_cache(layer_inputs, prompt_lengths, src_tokens.size(1)))
-        return encoder_out
-
-    def reorder_encoder_out(self, encoder_out, new_order):
-        """Select rows ``new_order`` (LongTensor) of every tensor in ``encoder_out``."""
-        return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
-
-    def predict_lengths(self, encoder_out, beam_size=1):
-        """The ``beam_size`` most likely target lengths: LongTensor (B, beam_size)."""
-        return encoder_out["length_logits"].topk(beam_size, dim=-1).indices + 1
-
-    def initialize_output_tokens(self, encoder_out, src_tokens, target_lengths=None):
-        """Canvases ``<s> prompt <mask>*L </s>`` right-padded: DecoderOut with (B, T) tokens.
-
-        target_lengths (B,) defaults to the length head's argmax.
-        """
-        if target_lengths is None:
-            target_lengths = self.predict_lengths(encoder_out).squeeze(1)
-        prompt_lengths = encoder_out["prompt_lengths"]
-        total = prompt_lengths + target_lengths + 1
-        positions = utils.new_arange(src_tokens, src_tokens.size(0), int(total.max()))
-        prompt_len, canvas_len = prompt_lengths.unsqueeze(1), total.unsqueeze(1)
-        canvas = src_tokens.new_full(positions.shape, self.pad)
-        canvas[positions < canvas_len - 1] = self.mask
-        canvas[positions == canvas_len - 1] = self.eos
-        prompt_width = src_tokens.size(1)
-        in_prompt = positions[:, :prompt_width] < prompt_len
-        canvas[:, :prompt_width] = torch.where(in_prompt, src_tokens, canvas[:, :prompt_width])
-        scores = torch.zeros(canvas.shape, device=canvas.device)
-        scores = scores.masked_fill(canvas.eq(self.mask), float("-inf"))
-        return DecoderOut(
-            output_tokens=canvas,
-            output_scores=scores,
-            attn=None,
-            step=0,
-            max_step=0,
-            history=None,
-        )
-
-    def decodable_positions(self, output_tokens, prompt_lengths):
-        """Target content positions (after the prompt, before the final ``</s>``): (B, T)."""
-        positions = utils.new_arange(output_tokens, *output_tokens.size())
-        end = output_tokens.ne(self.pad).sum(1, keepdim=True) - 1
-        return (positions >= prompt_lengths.unsqueeze(1)) & (positions < end)
-
-    def forward_decoder(
-        self,
-        decoder_out,
-        encoder_out,
-        strategy: Optional[ReverseStrategy] = None,
-        temperature: float = 1.0,
-        sampling: bool = False,
-        confidence: str = "prob",
-        guidance_scale: float = 0.0,
-        generator: Optional[torch.Generator] = None,
-        lm_head_positions: str = "undecided",
-        prompt_cache: bool = False,
-        prompt_cache_refresh: int = 0,
-        temperature_scales_scores: bool = False,
-        **kwargs,
-    ):
-        """One reverse-diffusion step over every canvas; returns the next DecoderOut.
-
-        With ``guidance_scale`` w > 0 the logits are classifier-free guided,
-        ``u + (1 + w) (c - u)``, where ``u`` comes from the same canvas with its
-        prompt (all but ``<s>``) replaced by ``<mask>``.
-
-        ``lm_head_positions``: where the LM head and its softmax run: ``undecided``
-        (the positions the strategy may still change: every target position for
-        RDM's re-masking strategies, the masked ones for the others), ``target``
-        (every target position) or ``all`` (the whole sequence); all three give the
-        same tokens. ``prompt_cache``: run only the target through the layers, with
-        the prompt's per-layer states cached in ``encoder_out`` (exact with
-        ``--prompt-attention prefix``; otherwise taken from a full pass at the first
-        step and, with ``prompt_cache_refresh`` N > 0, every N steps, Fast-dLLM's
-        approximate cache). ``temperature`` changes only what ``sampling`` draws from
-        (``temperature_scales_scores``: also the scores; see ``token_proposals``).
-        """
-        strategy = strategy or ReverseStrategy.parse("reparam-uncond-deterministic-cosine")
-        tokens, scores = decoder_out.output_tokens, decoder_out.output_scores
-        prompt_lengths = encoder_out["prompt_lengths"]
-        decodable = self.decodable_positions(tokens, prompt_lengths)
-        head_positions = decodable
-        if lm_head_positions == "undecided" and not strategy.revises_committed:
-            head_positions = decodable & tokens.eq(self.mask)
-        if guidance_scale > 0:
-            positions = utils.new_arange(tokens, *tokens.size())
-            in_prompt = (positions >= 1) & (positions < prompt_lengths.unsqueeze(1))
-            unconditional = tokens.masked_fill(in_prompt, self.mask)
-            both = torch.cat([tokens, unconditional], dim=0)
-            features = self.extract_features(both, prompt_lengths.repeat(2))
-            logits = self.output_layer(features, head_positions.repeat(2, 1))
-            conditional_logits, unconditional_logits = logits.chunk(2, dim=0)
-            logits = unconditional_logits + (1 + guidance_scale) * (
-                conditional_logits - unconditional_logits
-            )
-        elif prompt_cache:
-            logits = self.cached_step_logits(
-                tokens, encoder_out, head_positions, decoder_out.step, prompt_cache_refresh
-            )
-        elif lm_head_positions == "all":
-            features = self.extract_features(tokens, prompt_lengths)
-            logits = self.output_layer(features, None)[head_positions]
-        else:
-            logits = self.output_layer(self.extract_features(tokens, prompt_lengths), head_positions)
-        logits[:, self.never_emitted] = float("-inf")
-        best_tokens, best_scores, best_confidence = token_proposals(
-            logits, temperature, sampling, confidence, generator, temperature_scales_scores
-        )
-        proposal_tokens = tokens.masked_scatter(head_positions, best_tokens)
-        proposal_scores = torch.zeros_like(scores).masked_scatter(head_positions, best_scores)
-        proposal_confidence = torch.zeros_like(scores).masked_scatter(
-            head_positions, best_confidence
-        )
-        step = decoder_out.step + 1
-        tokens, scores = self.diffusion.reverse_step(
-            tokens,
-            scores,
-            decodable,
-            proposal_tokens,
-            proposal_scores,
-            step,
-            decoder_out.max_step,
-            strategy,
-            proposal_confidence=proposal_confidence,
-            generator=generator,
-        )
-        history = decoder_out.history
-        if history is not None:
-            history = history + [tokens.clone()]
-        return decoder_out._replace(
-            output_tokens=tokens, output_scores=scores, step=step, history=history
-        )
-
-    def cached_step_logits(self, tokens, encoder_out, head_positions, step, refresh):
-        """LM-head logits (head_positions.sum(), V) of one step with the prompt cache.
-
-        A full pass (which also refills ``encoder_out``'s cache) runs when the cache is
-        missing or at every ``refresh``-th step (0: never); otherwise only the target
-        runs (:meth:`features_with_cached_prompt`).
-        """
-        prompt_lengths = encoder_out["prompt_lengths"]
-        if "prompt_states" not in encoder_out or (refresh > 0 and step % refresh == 0):
-            features, layer_inputs = self.encode(tokens, prompt_lengths)
-            prompt_width = encoder_out["src_tokens"].size(1)
-            encoder_out.update(self.prompt_cache(layer_inputs, prompt_lengths, prompt_width))
-            return self.output_layer(features, head_positions)
-        features, target_index, target_padding = self.features_with_cached_prompt(
-            tokens, encoder_out
-        )
-        target_head_positions = head_positions.gather(1, target_index) & ~target_padding
-        return self.output_layer(features, target_head_positions)
 
 
 @functools.lru_cache(maxsize=None)

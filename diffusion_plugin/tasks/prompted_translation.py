@@ -19,6 +19,7 @@ from fairseq.tasks.translation import (
 )
 from omegaconf import II
 
+from diffusion_plugin.absorbing_diffusion import DEFAULT_NUM_STEPS, AbsorbingDiffusion
 from diffusion_plugin.constants import MASK_SYMBOL, PROMPT_TEMPLATE_FILE, SENTENCEPIECE_MODEL
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
 from diffusion_plugin.decoding_config import DecodingConfig, decoding_config, generator_arguments
@@ -41,6 +42,13 @@ class PromptedTranslationConfig(TranslationConfig, DecodingConfig):
             "help": "longest <s> prompt target </s> sequence (at most the model's); longer "
             "training pairs are dropped and counted, longer valid/test/interactive ones are "
             "an error unless --truncate-source or --skip-invalid-size-inputs-valid-test"
+        },
+    )
+    num_diffusion_steps: int = field(
+        default=DEFAULT_NUM_STEPS,
+        metadata={
+            "help": "T of the diffusion (one schedule for the criterion and the generator): "
+            "a token is masked with probability t/T, t ~ U{1..T}"
         },
     )
     truncate_source: bool = field(
@@ -115,6 +123,11 @@ class PromptedTranslationTask(TranslationTask):
     """
 
     cfg: PromptedTranslationConfig
+
+    def __init__(self, cfg: PromptedTranslationConfig, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        # one schedule: the criterion's forward noising and the generator's reverse steps
+        self.diffusion = AbsorbingDiffusion(src_dict.index(MASK_SYMBOL), cfg.num_diffusion_steps)
 
     @classmethod
     def setup_task(cls, cfg: PromptedTranslationConfig, **kwargs):
@@ -282,6 +295,7 @@ class PromptedTranslationTask(TranslationTask):
         return DiffusionGenerator(
             self.target_dictionary,
             decoding_config(self.cfg, args),
+            self.diffusion,
             max_positions=max_positions,
             **generator_arguments(args),
         )
