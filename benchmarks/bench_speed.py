@@ -20,11 +20,7 @@ length) measures speed only. Results go to --workdir/results.{md,json}.
 
 import argparse
 import json
-import os
-import platform
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,18 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import common
+from measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
 
 REPO = common.REPO
-TRANSFORMER_ARGS = [
-    "--task", "translation", "--arch", "transformer",
-    "--criterion", "label_smoothed_cross_entropy",
-    "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--share-all-embeddings", "--encoder-learned-pos", "--decoder-learned-pos",
-    "--max-source-positions", "256", "--max-target-positions", "256",
-]
 MODELS = {
     "plugin": "diffusion_xlmr_tiny (plugin, full attention)",
     "prefix": "diffusion_xlmr_tiny (plugin, --prompt-attention prefix)",
@@ -60,7 +47,7 @@ TRAINING = {
         1536,
     ),
     "cmlm": (common.MODEL_ARGS["cmlm"], 5e-4, 4096),
-    "transformer": (TRANSFORMER_ARGS, 5e-4, 4096),
+    "transformer": (common.MODEL_ARGS["transformer"], 5e-4, 4096),
 }
 WPS_RE = re.compile(r"\bwps=([\d.]+)")
 
@@ -93,9 +80,9 @@ def translation_rows(length_beam):
     threshold = {**base, "decoding_strategy": "threshold0.9"}
     rows += [
         Row(f"{default}, lm_head_positions=all", "plugin", {**base, "lm_head_positions": "all"}, default),
-        Row(f"{default}, keep_finished", "plugin", {**base, "keep_finished": True}, default),
-        Row(f"{default}, separate_length_candidates", "plugin",
-            {**base, "separate_length_candidates": True}, default),
+        Row(f"{default}, finished=keep", "plugin", {**base, "finished": "keep"}, default),
+        Row(f"{default}, length_candidates=per slot", "plugin",
+            {**base, "length_candidates": "per slot"}, default),
         Row(f"{default}, --bf16-autocast", "plugin", base, default, bf16=True),
         Row(f"{default}, threshold0.9", "plugin", threshold, default),
         Row(f"{default}, threshold0.7", "plugin", {**base, "decoding_strategy": "threshold0.7"}, default),
@@ -286,54 +273,6 @@ def training_speed(args, model, commands, fp32=False):
 
 
 # ---------------------------------------------------------------- decoding
-def load_model(args, model, checkpoint):
-    from fairseq import checkpoint_utils
-
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(checkpoint)], arg_overrides={"data": str(data_dir(args, model))}
-    )
-    task.load_dataset("test")
-    return models[0].eval(), task
-
-
-def build_generator(args, model_name, network, task, row):
-    from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
-    from fairseq.sequence_generator import SequenceGenerator
-
-    from variants import MeasuredGenerator
-
-    dictionary = task.target_dictionary
-    if model_name == "transformer":
-        max_len_b = row.options.get("max_len_b", args.max_len_b)
-        return SequenceGenerator([network], dictionary, beam_size=row.options["beam"], max_len_b=max_len_b)
-    if model_name == "cmlm":
-        return IterativeRefinementGenerator(
-            dictionary, models=[network], eos_penalty=0.0, adaptive=True, **row.options
-        )
-    max_positions = min(task.max_positions(), network.max_positions())
-    return MeasuredGenerator(dictionary, max_positions=max_positions, **row.options)
-
-
-def collate(task, indices):
-    dataset = task.dataset("test")
-    return dataset.collater([dataset[i] for i in indices])
-
-
-def test_batches(args, task):
-    """(latency samples of one sentence, throughput batches, FLOP-count batches)."""
-    dataset = task.dataset("test")
-    count = min(len(dataset), args.test_lines or len(dataset))
-    ordered = [int(i) for i in dataset.ordered_indices() if i < count]
-    chunks = [ordered[i:i + args.batch_size] for i in range(0, count, args.batch_size)]
-    spread = list(range(0, count, max(1, count // args.flop_sentences)))[: args.flop_sentences]
-    flop_chunks = [spread[i:i + args.batch_size] for i in range(0, len(spread), args.batch_size)]
-    return (
-        [collate(task, [i]) for i in range(min(args.latency_sentences, count))],
-        [collate(task, chunk) for chunk in chunks],
-        [collate(task, chunk) for chunk in flop_chunks],
-    )
-
-
 def mmlu_batches(args, model_name, task):
     """MMLU prompts cut from the left to fit the model, one-token-ish answers as targets."""
     import sentencepiece as spm
@@ -384,92 +323,6 @@ def mmlu_batches(args, model_name, task):
     latency = [batch([s], i) for i, s in enumerate(samples[: args.latency_sentences])]
     throughput = [batch(items, start) for items, start in chunks]
     return latency, throughput, throughput[:1], max(len(t) for _, t in samples) - 1
-
-
-class Precision:
-    """Inside the block a diffusion model runs in fp32, or under bf16 autocast when
-    ``bf16`` (its ``bf16_autocast`` option, which a checkpoint trained with --bf16-autocast has on)."""
-
-    def __init__(self, network, bf16):
-        self.network, self.bf16 = network, bf16
-        self.applies = hasattr(getattr(network, "cfg", None), "bf16_autocast")
-
-    def __enter__(self):
-        if self.applies:
-            self.saved = self.network.cfg.bf16_autocast
-            self.network.cfg.bf16_autocast = self.bf16
-
-    def __exit__(self, *exc):
-        if self.applies:
-            self.network.cfg.bf16_autocast = self.saved
-
-
-def count_flops(generator, network, batches):
-    """FLOPs per sentence of decoding ``batches``: every matmul and attention, by shape."""
-    import torch
-    from torch.utils import flop_counter
-
-    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs):
-        return flop_counter.sdpa_flop_count(query, key, value)
-
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        for sample in batches:
-            generator.generate([network], sample)
-    return counter.get_total_flops() / sum(int(s["nsentences"]) for s in batches)
-
-
-def timed(generator, network, batches):
-    """(seconds, hypotheses by sentence id) of decoding every batch in turn."""
-    hypotheses, seconds = {}, 0.0
-    for sample in batches:
-        start = time.perf_counter()
-        output = generator.generate([network], sample)
-        seconds += time.perf_counter() - start
-        for sentence_id, hypos in zip(sample["id"].tolist(), output):
-            hypotheses[sentence_id] = hypos[0]["tokens"]
-    return seconds, hypotheses
-
-
-def matmul_peaks(threads, size=2048, repeats=5):
-    """Best GFLOP/s of a size x size torch.matmul in fp32 and bf16."""
-    import torch
-
-    torch.set_num_threads(threads)
-    peaks = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        torch.matmul(a, b)
-        best = min(_time(lambda: torch.matmul(a, b)) for _ in range(repeats))
-        peaks[name] = 2 * size**3 / best / 1e9
-    return peaks
-
-
-def _time(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def measure(row, network, generator, batches, references, dictionary):
-    """One row's numbers: BLEU (translation rows), latency, throughput, GFLOP/s."""
-    import sacrebleu
-
-    latency_batches, throughput_batches, flop_batches = batches
-    with Precision(network, row.bf16):
-        timed(generator, network, latency_batches[:1])
-        latency_seconds, _ = timed(generator, network, latency_batches)
-        seconds, hypotheses = timed(generator, network, throughput_batches)
-        flops = count_flops(generator, network, flop_batches)
-    result = {
-        "latency_ms": 1000 * latency_seconds / len(latency_batches),
-        "sentences_per_second": len(hypotheses) / seconds,
-    }
-    result["gflops_per_second"] = flops * result["sentences_per_second"] / 1e9
-    if references is not None:
-        texts = [dictionary.string(hypotheses[i], "sentencepiece") for i in sorted(hypotheses)]
-        result["bleu"] = sacrebleu.corpus_bleu(texts, [[references[i] for i in sorted(hypotheses)]]).score
-    return result
 
 
 # ------------------------------------------------------------------ report
@@ -530,18 +383,6 @@ def bf16_training_line(training):
             f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n")
 
 
-def machine(threads):
-    import torch
-
-    model_name = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        model_name = names[0] if names else model_name
-    return (f"{model_name}, {os.cpu_count()} logical CPUs, {threads} torch thread(s), "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
-
-
 def main(args):
     import logging
 
@@ -579,7 +420,7 @@ def main(args):
     rows = [r for r in translation_rows(args.length_beam) + MMLU_ROWS if r.model in measured]
     results, parameters, training = {}, {}, {}
     for model in measured:
-        network, task = load_model(args, model, paths[model])
+        network, task = load_model(data_dir(args, model), paths[model])
         parameters[model] = sum(p.numel() for p in network.parameters())
         batches = test_batches(args, task)
         if any(r.mmlu and r.model == model for r in rows):
@@ -589,10 +430,10 @@ def main(args):
             if row.mmlu:
                 if model == "transformer":
                     row.options["max_len_b"] = mmlu[3]
-                generator = build_generator(args, model, network, task, row)
+                generator = build_generator(model, network, task, row.options, args.max_len_b)
                 results[(model, row.name)] = measure(row, network, generator, mmlu[:3], None, None)
             else:
-                generator = build_generator(args, model, network, task, row)
+                generator = build_generator(model, network, task, row.options, args.max_len_b)
                 results[(model, row.name)] = measure(
                     row, network, generator, batches, references, task.target_dictionary
                 )

@@ -21,13 +21,11 @@ table gives training target tokens/s, decoding sentences/s and BLEU of each.
 import argparse
 import json
 import logging
-import os
 import re
 import shlex
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +42,7 @@ from common import (
     find_data,
     log,
     optimization_args,
+    prepare_multi30k,
     run_logged,
     run_trainings,
 )
@@ -153,72 +152,6 @@ def precisions_list(text):
 
 def data_dir(model, paths):
     return paths["plugin_bin"] if model in PLUGIN_MODELS else paths["cmlm_bin"]
-
-
-# ------------------------------------------------------------------- data
-def prepare_data(args, raw, paths, commands):
-    """Plugin data via scripts/prepare_prompted.py, CMLM data with the same spm model and dict."""
-    import sentencepiece as spm
-
-    for key in ("plugin_bin", "cmlm_spm", "cmlm_bin"):
-        shutil.rmtree(paths[key], ignore_errors=True)
-    paths["cmlm_spm"].mkdir(parents=True)
-    threads = args.prep_workers
-    with tempfile.TemporaryDirectory() as tmp:
-        prefixes = {split: f"{raw / name}" for split, name in RAW_SPLITS.items()}
-        for split, limit in (("train", args.train_lines), ("test", args.test_lines)):
-            if limit is None:
-                continue
-            for lang in (SRC, TGT):
-                with open(f"{prefixes[split]}.{lang}", encoding="utf-8") as f:
-                    head = [line for _, line in zip(range(limit), f)]
-                Path(tmp, f"{split}.{lang}").write_text("".join(head), encoding="utf-8")
-            prefixes[split] = os.path.join(tmp, split)
-
-        cmd = [
-            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
-            "--source-lang", SRC, "--target-lang", TGT,
-            "--trainpref", prefixes["train"],
-            "--validpref", prefixes["valid"],
-            "--testpref", prefixes["test"],
-            "--destdir", str(paths["plugin_bin"]),
-            "--template", args.template,
-            "--vocab-size", str(args.vocab_size),
-            "--workers", str(args.prep_workers),
-        ]
-        commands["prepare_plugin"] = command_string(cmd, threads)
-        log("preparing the plugin's data (prompted; trains the sentencepiece model)")
-        run_logged(cmd, paths["workdir"] / "prepare_plugin.log", threads, "prepare_prompted.py")
-
-        spm_model = paths["plugin_bin"] / "sentencepiece.bpe.model"
-        log("encoding the unprompted text with the same sentencepiece model for CMLM")
-        sp = spm.SentencePieceProcessor(model_file=str(spm_model))
-        for split, prefix in prefixes.items():
-            for lang in (SRC, TGT):
-                with open(f"{prefix}.{lang}", encoding="utf-8") as f:
-                    pieces = sp.encode([line.strip() for line in f], out_type=str)
-                with open(paths["cmlm_spm"] / f"{split}.{lang}", "w", encoding="utf-8") as f:
-                    f.writelines(" ".join(p) + "\n" for p in pieces)
-    commands["encode_cmlm"] = (
-        f"sentencepiece.SentencePieceProcessor(model_file='{spm_model}')"
-        f".encode(stripped_lines, out_type=str) for {raw}/"
-        f"{{{','.join(RAW_SPLITS.values())}}}.{{{SRC},{TGT}}} -> {paths['cmlm_spm']}"
-    )
-
-    cmd = [
-        fairseq_cli("fairseq-preprocess"),
-        "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(paths["cmlm_spm"] / "train"),
-        "--validpref", str(paths["cmlm_spm"] / "valid"),
-        "--testpref", str(paths["cmlm_spm"] / "test"),
-        "--srcdict", str(paths["plugin_bin"] / f"dict.{SRC}.txt"),
-        "--tgtdict", str(paths["plugin_bin"] / f"dict.{TGT}.txt"),
-        "--destdir", str(paths["cmlm_bin"]),
-        "--workers", str(args.prep_workers),
-    ]
-    commands["prepare_cmlm"] = command_string(cmd, threads)
-    log("binarizing the CMLM data with the plugin's dictionary")
-    run_logged(cmd, paths["workdir"] / "prepare_cmlm.log", threads, "fairseq-preprocess")
 
 
 # --------------------------------------------------------------- training
@@ -414,7 +347,7 @@ def main(args):
         record = json.loads(record_path.read_text())
     else:
         raw, commands, calibration = find_data(args.data), {}, {}
-        prepare_data(args, raw, paths, commands)
+        prepare_multi30k(args, raw, paths, commands)
         usage = train(args, paths, commands, calibration)
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         record = {"options": options, "data": str(raw), "commands": commands,

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,6 +95,16 @@ MODEL_ARGS = {
     ],
 }
 MODEL_ARGS["plugin_fp32"] = MODEL_ARGS["plugin"]
+MODEL_ARGS["transformer"] = [
+    "--task", "translation", "--arch", "transformer",
+    "--criterion", "label_smoothed_cross_entropy",
+    "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    "--share-all-embeddings", "--encoder-learned-pos", "--decoder-learned-pos",
+    "--max-source-positions", "256", "--max-target-positions", "256",
+]
 
 
 def optimization_args(lr, max_tokens, warmup, minutes):
@@ -166,3 +177,71 @@ def run_trainings(args, jobs, minutes, what):
                 proc.terminate()
                 proc.wait()
     return usage
+
+
+def prepare_multi30k(args, raw, paths, commands):
+    """Multi30k binarized twice with one sentencepiece model and dictionary: prompted for the
+    plugin (scripts/prepare_prompted.py, into paths["plugin_bin"]) and as plain pairs for
+    fairseq's models (paths["cmlm_bin"]). ``args``: prep_workers, template, vocab_size,
+    train_lines and test_lines (None: every line)."""
+    import sentencepiece as spm
+
+    for key in ("plugin_bin", "cmlm_spm", "cmlm_bin"):
+        shutil.rmtree(paths[key], ignore_errors=True)
+    paths["cmlm_spm"].mkdir(parents=True)
+    threads = args.prep_workers
+    with tempfile.TemporaryDirectory() as tmp:
+        prefixes = {split: f"{raw / name}" for split, name in RAW_SPLITS.items()}
+        for split, limit in (("train", args.train_lines), ("test", args.test_lines)):
+            if limit is None:
+                continue
+            for lang in (SRC, TGT):
+                with open(f"{prefixes[split]}.{lang}", encoding="utf-8") as f:
+                    head = [line for _, line in zip(range(limit), f)]
+                Path(tmp, f"{split}.{lang}").write_text("".join(head), encoding="utf-8")
+            prefixes[split] = os.path.join(tmp, split)
+
+        cmd = [
+            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
+            "--source-lang", SRC, "--target-lang", TGT,
+            "--trainpref", prefixes["train"],
+            "--validpref", prefixes["valid"],
+            "--testpref", prefixes["test"],
+            "--destdir", str(paths["plugin_bin"]),
+            "--template", args.template,
+            "--vocab-size", str(args.vocab_size),
+            "--workers", str(args.prep_workers),
+        ]
+        commands["prepare_plugin"] = command_string(cmd, threads)
+        log("preparing the plugin's data (prompted; trains the sentencepiece model)")
+        run_logged(cmd, paths["workdir"] / "prepare_plugin.log", threads, "prepare_prompted.py")
+
+        spm_model = paths["plugin_bin"] / "sentencepiece.bpe.model"
+        log("encoding the unprompted text with the same sentencepiece model for CMLM")
+        sp = spm.SentencePieceProcessor(model_file=str(spm_model))
+        for split, prefix in prefixes.items():
+            for lang in (SRC, TGT):
+                with open(f"{prefix}.{lang}", encoding="utf-8") as f:
+                    pieces = sp.encode([line.strip() for line in f], out_type=str)
+                with open(paths["cmlm_spm"] / f"{split}.{lang}", "w", encoding="utf-8") as f:
+                    f.writelines(" ".join(p) + "\n" for p in pieces)
+    commands["encode_cmlm"] = (
+        f"sentencepiece.SentencePieceProcessor(model_file='{spm_model}')"
+        f".encode(stripped_lines, out_type=str) for {raw}/"
+        f"{{{','.join(RAW_SPLITS.values())}}}.{{{SRC},{TGT}}} -> {paths['cmlm_spm']}"
+    )
+
+    cmd = [
+        fairseq_cli("fairseq-preprocess"),
+        "--source-lang", SRC, "--target-lang", TGT,
+        "--trainpref", str(paths["cmlm_spm"] / "train"),
+        "--validpref", str(paths["cmlm_spm"] / "valid"),
+        "--testpref", str(paths["cmlm_spm"] / "test"),
+        "--srcdict", str(paths["plugin_bin"] / f"dict.{SRC}.txt"),
+        "--tgtdict", str(paths["plugin_bin"] / f"dict.{TGT}.txt"),
+        "--destdir", str(paths["cmlm_bin"]),
+        "--workers", str(args.prep_workers),
+    ]
+    commands["prepare_cmlm"] = command_string(cmd, threads)
+    log("binarizing the CMLM data with the plugin's dictionary")
+    run_logged(cmd, paths["workdir"] / "prepare_cmlm.log", threads, "fairseq-preprocess")

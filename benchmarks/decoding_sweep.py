@@ -21,7 +21,6 @@ import os
 import platform
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

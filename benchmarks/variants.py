@@ -1,11 +1,18 @@
-"""Slower variants of the generator that give the same tokens, for measuring what each
-saving of the default is worth (bench_speed.py; tests/test_speed_options.py checks the
-tokens are the same)."""
+"""Slower variants of the defaults that give the same results, for measuring what each
+saving is worth (bench_speed.py and bench_throughput.py; tests/test_speed_options.py and
+tests/test_throughput_levers.py check the results are the same)."""
+
+from fairseq.modules.gelu import gelu as fairseq_gelu
 
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.models.diffusion_xlmr import gelu
 
 LM_HEAD_POSITIONS = ("undecided", "target", "all")
 """Where a decoding step runs the LM head (MeasuredGenerator's ``lm_head_positions``)."""
+FINISHED = ("auto", "keep", "drop")
+"""When finished canvases leave the batch (MeasuredGenerator's ``finished``)."""
+LENGTH_CANDIDATES = ("auto", "one forward", "per slot")
+"""How the length candidates are batched (MeasuredGenerator's ``length_candidates``)."""
 
 
 class MeasuredGenerator(DiffusionGenerator):
@@ -13,28 +20,38 @@ class MeasuredGenerator(DiffusionGenerator):
 
     ``lm_head_positions``: where each step runs the LM head and its softmax: the
     positions the strategy may still change (``undecided``, the default's), every target
-    position (``target``) or the whole sequence (``all``). ``keep_finished``: finished
-    canvases stay in the batch until the last one finishes. ``separate_length_candidates``:
-    one batch per candidate slot instead of all candidates in one.
+    position (``target``) or the whole sequence (``all``). ``finished``: finished
+    canvases leave the batch once half of it has finished (``auto``, the default's), stay
+    until the last one finishes (``keep``) or leave at once (``drop``).
+    ``length_candidates``: all candidates in one batch up to ``ROWS_PER_FORWARD`` canvases,
+    then one batch per candidate slot (``auto``, the default's), always one batch
+    (``one forward``) or always one per slot (``per slot``).
     """
 
-    def __init__(self, tgt_dict, *args, lm_head_positions="undecided", keep_finished=False,
-                 separate_length_candidates=False, **kwargs):
+    def __init__(self, tgt_dict, *args, lm_head_positions="undecided", finished="auto",
+                 length_candidates="auto", **kwargs):
         super().__init__(tgt_dict, *args, **kwargs)
-        if lm_head_positions not in LM_HEAD_POSITIONS:
-            raise ValueError(f"lm_head_positions {lm_head_positions!r}: choose from {LM_HEAD_POSITIONS}")
+        for name, value, choices in (("lm_head_positions", lm_head_positions, LM_HEAD_POSITIONS),
+                                     ("finished", finished, FINISHED),
+                                     ("length_candidates", length_candidates, LENGTH_CANDIDATES)):
+            if value not in choices:
+                raise ValueError(f"{name} {value!r}: choose from {choices}")
         self.lm_head_positions = lm_head_positions
-        self.keep_finished = keep_finished
-        self.separate_length_candidates = separate_length_candidates
+        self.finished = finished
+        self.length_candidates = length_candidates
 
     def candidate_groups(self, candidates, batch_size):
-        if self.separate_length_candidates:
+        if self.length_candidates == "per slot":
             return candidates.view(batch_size, self.num_candidates).t()
+        if self.length_candidates == "one forward":
+            return candidates.unsqueeze(0)
         return super().candidate_groups(candidates, batch_size)
 
     def leave_batch(self, done):
-        if self.keep_finished:
+        if self.finished == "keep":
             return done.new_ones(done.shape).nonzero().view(-1)
+        if self.finished == "drop":
+            return (~done).nonzero().view(-1)
         return super().leave_batch(done)
 
     def head_positions(self, tokens, decodable):
@@ -49,3 +66,42 @@ class MeasuredGenerator(DiffusionGenerator):
             logits = model.logits(canvases.tokens, None, canvases.prompt_lengths)[head_positions]
             return logits, canvases.cache
         return super().step_logits(model, canvases, head_positions)
+
+
+# ---------------------------------------------------------------- training
+def with_fairseq_gelu(model):
+    """fairseq's gelu (an fp32 round trip of every feed-forward activation) back in every
+    layer and the LM head of a DiffusionXLMRModel, in place."""
+    for module in model.modules():
+        if getattr(module, "activation_fn", None) is gelu:
+            module.activation_fn = fairseq_gelu
+    return model
+
+
+def with_per_row_prompts(model):
+    """Under --prompt-attention prefix, every noised row through every layer, prompt and
+    target, and the joint length head from a prompt-only pass of its own, as under full
+    attention (in place)."""
+    forward = model.forward
+
+    def per_row(*args, prompt_rows=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    model.forward = per_row
+    return model
+
+
+def with_compiled_layers(model):
+    """Every transformer layer through torch.compile (inductor, dynamic shapes), in place;
+    parameter names and checkpoints stay as they are."""
+    for layer in model.encoder.sentence_encoder.layers:
+        layer.compile(dynamic=True)
+    return model
+
+
+TRAINING_VARIANTS = {
+    "fairseq-gelu": with_fairseq_gelu,
+    "per-row-prompts": with_per_row_prompts,
+    "compiled-layers": with_compiled_layers,
+}
+"""Variants of the training model, by name (bench_throughput.py's rows)."""

@@ -32,6 +32,11 @@ from diffusion_plugin.modules.prompt_cache import PromptCache
 
 logger = logging.getLogger(__name__)
 
+ROWS_PER_FORWARD = 64
+"""Most canvases denoised in one forward before the length candidates go one slot at a
+time: with 3 lengths, one forward was 1.32x faster at batch size 1 and one slot at a
+time 1.31x faster at batch size 64 (docs/SPEED.md, Throughput)."""
+
 
 @dataclass
 class Prompts:
@@ -228,9 +233,12 @@ class DiffusionGenerator:
         return torch.minimum(lengths, room)
 
     def candidate_groups(self, candidates, batch_size):
-        """The batches the candidates (batch_size * num_candidates,) are denoised in:
-        all in one. Returns LongTensor (groups, group size)."""
-        return candidates.unsqueeze(0)
+        """The batches the candidates (batch_size * num_candidates,) are denoised in: all
+        in one while they are at most ``ROWS_PER_FORWARD`` canvases, else one batch per
+        candidate slot (every sentence's k-th length). Returns LongTensor (groups, group size)."""
+        if self.num_candidates == 1 or candidates.numel() <= ROWS_PER_FORWARD:
+            return candidates.unsqueeze(0)
+        return candidates.view(batch_size, self.num_candidates).t()
 
     def canvases(self, prompts, lengths):
         """One canvas ``<s> prompt <mask>*L </s>`` right-padded per prompt of ``prompts``
@@ -285,7 +293,12 @@ class DiffusionGenerator:
 
     def leave_batch(self, done):
         """Row indices (LongTensor) of the canvases that stay in the batch after a step
-        where ``done`` (bool (N,)) are finished: the unfinished ones."""
+        where ``done`` (bool (N,)) are finished: the unfinished ones once at least half
+        of the batch has finished, every one before (a finished canvas's further steps
+        change nothing, and re-gathering the batch costs more than they do while few
+        have finished: docs/SPEED.md, Throughput)."""
+        if 2 * int(done.sum()) < done.numel():
+            return utils.new_arange(done, done.numel())
         return (~done).nonzero().view(-1)
 
     # ---------------------------------------------------------------- one step

@@ -19,8 +19,9 @@ class FixedLogits(torch.nn.Module):
         self.length_classes = length_classes
         self.calls = []
 
-    def forward(self, src_tokens, src_lengths, noised_tokens, score_mask, predict_length=True):
-        self.calls.append((noised_tokens.clone(), score_mask.clone()))
+    def forward(self, src_tokens, src_lengths, noised_tokens, score_mask, predict_length=True,
+                prompt_rows=None):
+        self.calls.append((noised_tokens.clone(), score_mask.clone(), prompt_rows))
         generator = torch.Generator().manual_seed(int(score_mask.sum()))
         word_logits = torch.randn(int(score_mask.sum()), self.vocab, generator=generator)
         length_logits = torch.randn(src_tokens.size(0), self.length_classes, generator=generator)
@@ -53,6 +54,7 @@ def test_loss_matches_hand_computation(tiny_task, tiny_cfg, weighting, label_smo
     torch.manual_seed(batch_seed(sample))  # the criterion's seed: torch's seed 3 and the batch's first id
     noised, masked, t = criterion.diffusion.q_sample_coupled(sample["tokens"], sample["target_mask"])
     assert torch.equal(model.calls[0][1], masked)
+    assert model.calls[0][2].tolist() == list(range(sample["nsentences"])) * 2  # each copy's example
     logits = model(sample["net_input"]["src_tokens"], None, noised, masked)
     lprobs = F.log_softmax(logits["word_logits"], -1)
     tokens = sample["tokens"].repeat(2, 1)
@@ -94,7 +96,7 @@ def test_noise_follows_the_update_seed_and_the_batch_not_earlier_draws(tiny_task
     criterion(model, sample)
     torch.manual_seed(3)
     criterion(model, dict(sample, id=sample["id"] + 1))  # another batch in the same update
-    masks = [masked for _, masked in model.calls]
+    masks = [masked for _, masked, _ in model.calls]
     assert torch.equal(masks[0], masks[1])
     assert not torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[3])
 
@@ -104,7 +106,7 @@ def test_single_sampling_scores_one_copy_per_example(tiny_task, tiny_cfg):
     sample = first_batch(tiny_task)
     model = FixedLogits(len(tiny_task.target_dictionary))
     loss, sample_size, log = criterion(model, sample)
-    noised, masked = model.calls[0]
+    noised, masked, _ = model.calls[0]
     assert sample_size == sample["nsentences"] == noised.size(0)
     assert log["length_loss"] == 0
     assert not masked[~sample["target_mask"]].any()

@@ -189,7 +189,7 @@ def test_deterministic_outputs_do_not_depend_on_the_batch(tiny_task, model, voca
 
 @st.composite
 def early_stopping_options(draw):
-    """Mostly reparam-cond-*; random draws only with keep_finished (same batch, same draws)."""
+    """Mostly reparam-cond-*; random draws only with finished canvases kept (same batch, same draws)."""
     if draw(st.integers(0, 3)) > 0:
         selection = draw(st.sampled_from(["deterministic", "stochastic0.5", "stochastic2.0"]))
         strategy = f"reparam-cond-{selection}-{draw(st.sampled_from(['cosine', 'linear']))}"
@@ -206,7 +206,7 @@ def early_stopping_options(draw):
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=sampling,
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
-        keep_finished=random or draw(st.booleans()),
+        finished="keep" if random or draw(st.booleans()) else "auto",
     )
 
 

@@ -76,12 +76,26 @@ def test_dropping_finished_canvases_and_batching_candidates_change_no_token(tiny
     sample = batch(tiny_task, range(8))
     default = decode(tiny_task, tiny_model, sample, decoding_strategy=strategy)
     assert any(steps < 6 for sentence in default for _, steps in sentence)
-    kept = decode(tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy, keep_finished=True)
-    assert kept == default
-    separate = decode(
-        tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy, separate_length_candidates=True
-    )
-    assert separate == default
+    for finished in ("keep", "drop"):
+        assert decode(tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy,
+                      finished=finished) == default
+    for grouping in ("one forward", "per slot"):
+        assert decode(tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy,
+                      length_candidates=grouping) == default
+
+
+def test_candidates_go_one_slot_at_a_time_past_rows_per_forward(tiny_task):
+    generator = DiffusionGenerator(tiny_task.target_dictionary, beam_size=3)
+    few, many = torch.arange(3 * 4), torch.arange(3 * 40)
+    assert generator.candidate_groups(few, 4).tolist() == [few.tolist()]
+    slots = generator.candidate_groups(many, 40)
+    assert slots.shape == (3, 40) and slots[1].tolist() == list(range(1, 120, 3))
+
+
+def test_finished_canvases_leave_once_half_the_batch_has_finished(tiny_task):
+    generator = DiffusionGenerator(tiny_task.target_dictionary)
+    assert generator.leave_batch(torch.tensor([True, False, False, False])).tolist() == [0, 1, 2, 3]
+    assert generator.leave_batch(torch.tensor([True, True, False, False])).tolist() == [2, 3]
 
 
 def test_prefix_attention_keeps_the_prompt_blind_to_the_target(tiny_task, prefix_model, tiny_model):
@@ -165,7 +179,8 @@ def test_speed_options_reach_the_generator_and_bad_ones_name_their_flag(tiny_tas
     with pytest.raises(TypeError):  # measurement variants are no option of the plugin's generator
         DiffusionGenerator(dictionary, lm_head_positions="all")
     flags = {f.name for f in fields(type(tiny_task.cfg))} if is_dataclass(tiny_task.cfg) else set(tiny_task.cfg)
-    assert not flags & {"lm_head_positions", "keep_finished_canvases", "separate_length_candidates"}
+    assert not flags & {"lm_head_positions", "keep_finished_canvases", "separate_length_candidates",
+                        "finished", "length_candidates"}
     assert "prompt_cache" in flags
     with pytest.raises(ValueError, match="--prompt-cache-refresh"):
         DiffusionGenerator(dictionary, prompt_cache=True, prompt_cache_refresh=-1)

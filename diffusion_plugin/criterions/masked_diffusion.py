@@ -78,12 +78,14 @@ class MaskedDiffusionCriterion(FairseqCriterion):
         tokens, maskable = sample["tokens"], sample["target_mask"]
         prompt_lengths = sample["net_input"]["src_lengths"]
         batch_size = tokens.size(0)
+        prompt_rows = utils.new_arange(tokens, batch_size)  # the example of each noised row
         with utils.set_torch_seed(batch_seed(sample)):
             if self.cfg.time_sampling == "coupled":
                 noised, masked, t = self.diffusion.q_sample_coupled(tokens, maskable)
                 maskable = maskable.repeat(2, 1)
                 tokens = tokens.repeat(2, 1)
                 prompt_lengths = prompt_lengths.repeat(2)
+                prompt_rows = prompt_rows.repeat(2)
             else:
                 t = self.diffusion.sample_time(batch_size, device=tokens.device)
                 noised, masked = self.diffusion.q_sample(tokens, maskable, t)
@@ -96,6 +98,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
                 noised,
                 masked,
                 predict_length=predict_length,
+                prompt_rows=prompt_rows,
             )
         lprobs = F.log_softmax(net_output["word_logits"].float(), dim=-1)
         targets = tokens[masked]

@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import fsdp_wrap
@@ -26,6 +27,7 @@ from fairseq.models import (
 )
 from fairseq.models.roberta.model import RobertaEncoder
 from fairseq.models.roberta.model import base_architecture as roberta_base_architecture
+from fairseq.modules.gelu import gelu as fairseq_gelu
 from fairseq.utils import safe_getattr
 
 from diffusion_plugin.constants import MASK_SYMBOL
@@ -144,6 +146,9 @@ class DiffusionXLMRModel(BaseFairseqModel):
         self.pad = dictionary.pad()
         self.eos = dictionary.eos()
         self.mask = dictionary.index(MASK_SYMBOL)
+        for module in encoder.modules():  # the layers (inside any FSDP wrapper) and the LM head
+            if getattr(module, "activation_fn", None) is fairseq_gelu:
+                module.activation_fn = gelu
         if cfg.length_predictor == "joint":
             self.length_head = nn.Linear(cfg.encoder_embed_dim, cfg.length_classes)
         else:
@@ -261,17 +266,32 @@ class DiffusionXLMRModel(BaseFairseqModel):
         return self.output_layer(features, positions.gather(1, target_index) & ~target_padding)
 
     # ---------------------------------------------------------------- training
-    def forward(self, src_tokens, prompt_lengths, noised_tokens, score_mask, predict_length=True):
+    def forward(self, src_tokens, prompt_lengths, noised_tokens, score_mask, predict_length=True,
+                prompt_rows=None):
         """Denoise ``noised_tokens`` and predict target lengths from the prompts.
 
         src_tokens (B, S): ``<s> prompt`` right-padded; noised_tokens (R, L): full
         sequences with masked targets; prompt_lengths (R,): the prompt length of each
-        noised row (the batch's ``src_lengths``, once per noised copy; used with
-        ``--prompt-attention prefix``); score_mask (R, L): positions to score.
+        noised row (used with ``--prompt-attention prefix``); score_mask (R, L):
+        positions to score; prompt_rows (R,): the row of src_tokens each noised row
+        holds (the criterion's noised copies), or None.
         Returns ``{"word_logits": (score_mask.sum(), V), "length_logits": (B, C) or None}``.
+
+        Under ``--prompt-attention prefix`` with prompt_rows the prompt sees only itself,
+        so its states are the same in every noised copy of it: one prompt-only pass
+        (which the joint length head also reads) gives every layer's prompt states, and
+        only the targets run through the layers, against them (``modules/prompt_cache.py``).
         """
-        word_logits = self.logits(noised_tokens, score_mask, prompt_lengths)
-        length_logits = self.forward_length(src_tokens) if predict_length else None
+        if self.cfg.prompt_attention == "prefix" and prompt_rows is not None:
+            features, layer_inputs = self.encode(src_tokens)
+            cache = PromptCache.from_layer_inputs(
+                layer_inputs, src_tokens.ne(self.pad).sum(1), src_tokens.size(1)
+            ).select(prompt_rows)
+            word_logits = self.logits(noised_tokens, score_mask, prompt_lengths, cache)
+            length_logits = self.forward_length(src_tokens, features) if predict_length else None
+        else:
+            word_logits = self.logits(noised_tokens, score_mask, prompt_lengths)
+            length_logits = self.forward_length(src_tokens) if predict_length else None
         return {"word_logits": word_logits, "length_logits": length_logits}
 
     def forward_length(self, src_tokens, prompt_features=None):
@@ -279,7 +299,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
         The separate predictor reads the frozen backbone's features computed without
         gradient and without dropout. prompt_features (B, S, H): that pass's features
-        when the caller (decoding, in eval mode) already has them. The features (fp32,
+        when the caller already has them (decoding, and the joint head in training under
+        prefix attention). The features (fp32,
         or bf16 under --bf16-autocast) go into the length head in the dtype of
         its weights, which fairseq's --fp16 / --bf16 casts to half / bfloat16.
         """
@@ -329,6 +350,14 @@ class DiffusionXLMRModel(BaseFairseqModel):
                 del state_dict[key]  # the joint head, which a separate-predictor model lacks
             for key, value in self.length_predictor.state_dict().items():
                 state_dict.setdefault(f"{prefix}length_predictor.{key}", value)
+
+
+def gelu(x):
+    """fairseq's gelu, ``F.gelu(x.float()).type_as(x)``, without its two copies of every
+    feed-forward activation where they change nothing: PyTorch's gelu of an fp32 or bf16
+    tensor gives the same bits, forward and backward (its bf16 kernel computes in fp32
+    and rounds once; tests/test_throughput_levers.py). fp16 keeps fairseq's."""
+    return fairseq_gelu(x) if x.dtype == torch.float16 else F.gelu(x)
 
 
 @functools.lru_cache(maxsize=None)

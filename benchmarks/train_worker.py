@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""One training-throughput measurement, in its own process (bench_throughput.py runs one
+per row, so that each row's peak memory is its own).
+
+Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does,
+runs ``--warmup`` updates, then times ``--updates`` updates of fairseq's
+``trainer.train_step``, then counts the FLOPs of one more update (every matmul and
+attention of its forward and backward, by shape, with torch's FlopCounterMode), and with
+``--profile`` records further updates with torch's profiler, sorted into where the time
+goes. Prints one JSON line.
+
+    python benchmarks/train_worker.py --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from variants import TRAINING_VARIANTS
+
+# op name -> category of the profile; the first pattern an op contains decides
+CATEGORIES = (
+    ("attention", ("scaled_dot_product", "_softmax_backward", "aten::_softmax", "baddbmm")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
+    ("loss: log-softmax, NLL", ("log_softmax", "nll_loss", "cross_entropy", "aten::gather")),
+    ("layer norm", ("layer_norm",)),
+    ("activation, dropout", ("gelu", "relu", "dropout", "bernoulli", "native_dropout")),
+    ("dtype casts", ("aten::copy_", "aten::_to_copy", "aten::to")),
+    ("embedding, indexing", ("embedding", "index", "masked", "nonzero", "scatter", "where", "cat")),
+    ("elementwise", ("aten::add", "aten::mul", "aten::div", "aten::sub", "aten::sqrt", "addcmul",
+                     "addcdiv", "lerp", "aten::sum", "aten::norm", "aten::mean", "aten::clamp",
+                     "aten::fill_", "aten::zero_", "aten::ne", "aten::eq", "aten::lt", "aten::ge")),
+)
+REGIONS = ("data", "forward", "backward", "optimizer", "clip-grads")
+
+
+def build_trainer(train_args, variants=()):
+    """fairseq's Trainer, epoch iterator and model for ``fairseq-train`` arguments, the
+    model made into each of ``variants`` (names of benchmarks/variants.py's TRAINING_VARIANTS)."""
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, input_args=train_args)
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.import_user_module(cfg.common)
+    utils.set_torch_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train", combine=False, epoch=1)
+    model = task.build_model(cfg.model)
+    for variant in variants:
+        TRAINING_VARIANTS[variant](model)
+    criterion = task.build_criterion(cfg.criterion)
+    trainer = Trainer(cfg, task, model, criterion)
+    epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=False)
+    return trainer, epoch_itr, model
+
+
+class Batches:
+    """Endless batches of the epoch iterator, each timed (data loading and collation)."""
+
+    def __init__(self, epoch_itr):
+        self.epoch_itr, self.itr, self.seconds = epoch_itr, None, 0.0
+
+    def next(self):
+        import torch
+
+        with torch.autograd.profiler.record_function("data"):
+            start = time.perf_counter()
+            while True:
+                if self.itr is None or not self.itr.has_next():
+                    self.itr = self.epoch_itr.next_epoch_itr(shuffle=True)
+                sample = next(self.itr)
+                if sample:
+                    break
+            self.seconds += time.perf_counter() - start
+        return sample
+
+
+def count_flops(trainer, sample):
+    """FLOPs of one update's forward and backward (matmuls and attention, by shape)."""
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs):  # shapes, not tensors
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        trainer.train_step([sample])
+    return counter.get_total_flops()
+
+
+def category(name):
+    for label, patterns in CATEGORIES:
+        if any(pattern in name for pattern in patterns):
+            return label
+    return "other ops"
+
+
+def region(event):
+    while event is not None:
+        if event.name in REGIONS:
+            return event.name
+        event = event.cpu_parent
+    return "trainer (other)"
+
+
+def profile(trainer, batches, updates):
+    """Seconds by region (data, forward, backward, optimizer, ...) and, inside forward and
+    backward, by op category; time inside a region but in no op is Python overhead."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    start = time.perf_counter()
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            trainer.train_step([batches.next()])
+    wall = time.perf_counter() - start
+    regions, categories = {}, {}
+    for event in prof.events():
+        seconds = event.self_cpu_time_total / 1e6
+        where = region(event)
+        if event.name in REGIONS:
+            label = "Python and dispatch overhead"
+        elif event.name.startswith("autograd::engine") or event.name.startswith("torch::autograd"):
+            label = "autograd engine"
+        elif event.name.startswith("aten::") or event.name.startswith("Optimizer"):
+            label = category(event.name)
+        else:
+            label = "Python and dispatch overhead"
+        regions[where] = regions.get(where, 0.0) + seconds
+        if where in ("forward", "backward"):
+            categories[label] = categories.get(label, 0.0) + seconds
+    regions["trainer (other)"] = wall - sum(v for k, v in regions.items() if k != "trainer (other)")
+    return {"wall_seconds": wall, "updates": updates, "regions": regions, "forward_backward": categories}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=20, help="timed updates")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first")
+    parser.add_argument("--profile", type=int, default=0, help="updates recorded by the profiler")
+    parser.add_argument("--variant", choices=sorted(TRAINING_VARIANTS), action="append", default=[],
+                        help="a slower variant of the plugin's model (benchmarks/variants.py); "
+                             "repeat for several")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="fairseq-train arguments")
+    args = parser.parse_args()
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    logging.disable(logging.WARNING)
+
+    import torch
+
+    trainer, epoch_itr, model = build_trainer(train_args, args.variant)
+    batches = Batches(epoch_itr)
+    for _ in range(args.warmup):
+        trainer.train_step([batches.next()])
+    batches.seconds, tokens, losses = 0.0, 0, []
+    start = time.perf_counter()
+    for _ in range(args.updates):
+        sample = batches.next()
+        tokens += int(sample["ntokens"])
+        logs = trainer.train_step([sample])
+        losses.append(float(logs["loss"]) if logs else float("nan"))
+    seconds = time.perf_counter() - start
+    sample = batches.next()
+    flops = count_flops(trainer, sample)
+    result = {
+        "target_tokens_per_second": tokens / seconds,
+        "seconds_per_update": seconds / args.updates,
+        "data_seconds_per_update": batches.seconds / args.updates,
+        "target_tokens_per_update": tokens / args.updates,
+        "flops_per_target_token": flops / int(sample["ntokens"]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "threads": torch.get_num_threads(),
+        "losses": losses,
+    }
+    result["gflops_per_second"] = result["flops_per_target_token"] * result["target_tokens_per_second"] / 1e9
+    if args.profile:
+        result["profile"] = profile(trainer, batches, args.profile)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
