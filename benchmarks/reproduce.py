@@ -824,7 +824,7 @@ class Claims:
             options = [] if kind == "ar" else ["--oracle-length", "--iter-decode-with-beam", "1"]
             scores = {}
             for updates, checkpoint in curve_checkpoints(self.pipe.workdir / "checkpoints" / key,
-                                                         1 if self.args.smoke else 5):
+                                                         2 if self.args.smoke else 5):
                 decoded = generate(self.pipe, f"curve-{key}-{updates}", checkpoint, "valid", kind,
                                    options, shards=(5, 0))
                 scores[updates] = bleu(decoded, self.refs["valid"])[0]

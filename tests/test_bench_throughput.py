@@ -15,14 +15,13 @@ pytestmark = pytest.mark.slow  # about 20 short training and decoding measuremen
 
 
 def table_rows(text, header_start):
-    """The rows (lists of cells) of the markdown table whose header starts with header_start."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    """The rows (lists of cells) of every markdown table whose header starts with header_start."""
+    lines, rows = text.splitlines(), []
+    for start in (i for i, line in enumerate(lines) if line.startswith(header_start)):
+        for line in lines[start + 2:]:
+            if not line.startswith("|"):
+                break
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
 
 
