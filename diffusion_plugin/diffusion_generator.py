@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 ROWS_PER_FORWARD = 64
 """Most canvases denoised in one forward before the length candidates go one slot at a
-time: with 3 lengths, one forward was 1.32x faster at batch size 1 and one slot at a
-time 1.31x faster at batch size 64 (docs/SPEED.md, Throughput)."""
+time: with 3 lengths, one slot at a time was 0.74x as fast at batch size 1 and 1.08x
+at batch size 64 (docs/SPEED.md, Throughput)."""
 
 
 @dataclass
