@@ -128,7 +128,7 @@ def decoding_rows():
         DecodeRow("K=10, 3 lengths, --prompt-cache (exact)", "prefix", k10),
         *[DecodeRow(f"K=10, 3 lengths, --prompt-cache (exact), {name}={value}", "prefix",
                     {**k10, name: value}, "K=10, 3 lengths, --prompt-cache (exact)")
-          for name, values in (("finished", ("keep", "drop")),
+          for name, values in (("finished", ("half", "drop")),
                                ("length_candidates", ("one forward", "per slot")))
           for value in values],
         DecodeRow("K=4, 1 length", "plugin", k4),

@@ -944,10 +944,36 @@ def write_section(doc, claim, body):
     tmp.replace(doc)
 
 
+# options that say where things go or which stages a driver takes, not what is computed
+NOT_RECIPE = {"claim", "workdir", "doc", "train_first", "data"}
+
+
+def recipe_options(args):
+    """The command-line options of ``args`` that differ from their defaults and change what
+    the tables hold (sizes, updates, --adapt-args, --smoke, ...), as argv words."""
+    parser, words = get_parser(), []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in NOT_RECIPE | {"help"}:
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if action.nargs == 0:
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        else:
+            text = str(value)  # "--adapt-args=--bf16-autocast": a value that looks like a flag
+            words += [f"{flag}={text}"] if text.startswith("-") else [flag, text]
+    return words
+
+
 SMOKE_LENGTH_BEAMS = [1, 3]  # --smoke: claim (c) at two length beams (fewer decodings)
 
 
 def main(args):
+    options = recipe_options(args)
     if args.smoke and args.length_beams == get_parser().get_default("length_beams"):
         args.length_beams = SMOKE_LENGTH_BEAMS
     pipe = Pipeline(args)
@@ -962,8 +988,8 @@ def main(args):
             claims.train(stage)
         for claim in args.claim:
             body = getattr(claims, claim)()
-            sizes = "" if args.sizes == DEFAULT_SIZES else " --sizes " + " ".join(args.sizes)
-            command = f"python benchmarks/reproduce.py{sizes} --claim {claim}" + (" --smoke" if args.smoke else "")
+            command = shlex.join(["python", "benchmarks/reproduce.py",
+                                  *options, "--claim", claim])
             section = f"## {CLAIM_TITLES[claim]}\n\n`{command}`\n\n{body}"
             print(section, flush=True)
             pipe.record(f"table-{claim}", section)

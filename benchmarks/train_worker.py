@@ -4,8 +4,9 @@ per row, so that each row's peak memory is its own).
 
 Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does,
 runs ``--warmup`` updates, then times ``--updates`` updates of fairseq's
-``trainer.train_step``, then counts the FLOPs of one more update (every matmul and
-attention of its forward and backward, by shape, with torch's FlopCounterMode), and with
+``trainer.train_step``, then counts the FLOPs of ``--flop-updates`` more updates (every
+matmul and attention of their forwards and backwards, by shape, with torch's
+FlopCounterMode, per target token of those batches), and with
 ``--profile`` records further updates with torch's profiler, sorted into where the time
 goes. Prints one JSON line.
 
@@ -80,8 +81,9 @@ class Batches:
         return sample
 
 
-def count_flops(trainer, sample):
-    """FLOPs of one update's forward and backward (matmuls and attention, by shape)."""
+def count_flops(trainer, samples):
+    """FLOPs of the forward and backward of one update per batch of ``samples`` (matmuls
+    and attention, by shape), summed."""
     import torch
     from torch.utils import flop_counter
 
@@ -96,7 +98,8 @@ def count_flops(trainer, sample):
     mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
                aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
     with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        trainer.train_step([sample])
+        for sample in samples:
+            trainer.train_step([sample])
     return counter.get_total_flops()
 
 
@@ -150,6 +153,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=20, help="timed updates")
     parser.add_argument("--warmup", type=int, default=3, help="untimed updates first")
+    parser.add_argument("--flop-updates", type=int, default=4,
+                        help="updates (batches) whose FLOPs are counted after the timed ones")
     parser.add_argument("--profile", type=int, default=0, help="updates recorded by the profiler")
     parser.add_argument("--variant", choices=sorted(TRAINING_VARIANTS), action="append", default=[],
                         help="a slower variant of the plugin's model (benchmarks/variants.py); "
@@ -173,14 +178,14 @@ def main():
         logs = trainer.train_step([sample])
         losses.append(float(logs["loss"]) if logs else float("nan"))
     seconds = time.perf_counter() - start
-    sample = batches.next()
-    flops = count_flops(trainer, sample)
+    counted = [batches.next() for _ in range(args.flop_updates)]
+    flops = count_flops(trainer, counted)
     result = {
         "target_tokens_per_second": tokens / seconds,
         "seconds_per_update": seconds / args.updates,
         "data_seconds_per_update": batches.seconds / args.updates,
         "target_tokens_per_update": tokens / args.updates,
-        "flops_per_target_token": flops / int(sample["ntokens"]),
+        "flops_per_target_token": flops / sum(int(sample["ntokens"]) for sample in counted),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "threads": torch.get_num_threads(),

@@ -9,7 +9,7 @@ from diffusion_plugin.models.diffusion_xlmr import gelu
 
 LM_HEAD_POSITIONS = ("undecided", "target", "all")
 """Where a decoding step runs the LM head (MeasuredGenerator's ``lm_head_positions``)."""
-FINISHED = ("auto", "keep", "drop")
+FINISHED = ("keep", "half", "drop")
 """When finished canvases leave the batch (MeasuredGenerator's ``finished``)."""
 LENGTH_CANDIDATES = ("auto", "one forward", "per slot")
 """How the length candidates are batched (MeasuredGenerator's ``length_candidates``)."""
@@ -21,14 +21,15 @@ class MeasuredGenerator(DiffusionGenerator):
     ``lm_head_positions``: where each step runs the LM head and its softmax: the
     positions the strategy may still change (``undecided``, the default's), every target
     position (``target``) or the whole sequence (``all``). ``finished``: finished
-    canvases leave the batch once half of it has finished (``auto``, the default's), stay
-    until the last one finishes (``keep``) or leave at once (``drop``).
+    canvases stay until the last one finishes (``keep``, the default's), the unfinished
+    ones go on alone once at least half of the batch has finished (``half``) or finished
+    canvases leave at once (``drop``).
     ``length_candidates``: all candidates in one batch up to ``ROWS_PER_FORWARD`` canvases,
     then one batch per candidate slot (``auto``, the default's), always one batch
     (``one forward``) or always one per slot (``per slot``).
     """
 
-    def __init__(self, tgt_dict, *args, lm_head_positions="undecided", finished="auto",
+    def __init__(self, tgt_dict, *args, lm_head_positions="undecided", finished="keep",
                  length_candidates="auto", **kwargs):
         super().__init__(tgt_dict, *args, **kwargs)
         for name, value, choices in (("lm_head_positions", lm_head_positions, LM_HEAD_POSITIONS),
@@ -48,9 +49,7 @@ class MeasuredGenerator(DiffusionGenerator):
         return super().candidate_groups(candidates, batch_size)
 
     def leave_batch(self, done):
-        if self.finished == "keep":
-            return done.new_ones(done.shape).nonzero().view(-1)
-        if self.finished == "drop":
+        if self.finished == "drop" or (self.finished == "half" and 2 * int(done.sum()) >= done.numel()):
             return (~done).nonzero().view(-1)
         return super().leave_batch(done)
 

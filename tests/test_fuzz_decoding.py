@@ -206,7 +206,7 @@ def early_stopping_options(draw):
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=sampling,
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
-        finished="keep" if random or draw(st.booleans()) else "auto",
+        finished="keep" if random else draw(st.sampled_from(["keep", "half", "drop"])),
     )
 
 

@@ -76,7 +76,7 @@ def test_dropping_finished_canvases_and_batching_candidates_change_no_token(tiny
     sample = batch(tiny_task, range(8))
     default = decode(tiny_task, tiny_model, sample, decoding_strategy=strategy)
     assert any(steps < 6 for sentence in default for _, steps in sentence)
-    for finished in ("keep", "drop"):
+    for finished in ("half", "drop"):
         assert decode(tiny_task, tiny_model, sample, MeasuredGenerator, decoding_strategy=strategy,
                       finished=finished) == default
     for grouping in ("one forward", "per slot"):
@@ -92,10 +92,15 @@ def test_candidates_go_one_slot_at_a_time_past_rows_per_forward(tiny_task):
     assert slots.shape == (3, 40) and slots[1].tolist() == list(range(1, 120, 3))
 
 
-def test_finished_canvases_leave_once_half_the_batch_has_finished(tiny_task):
-    generator = DiffusionGenerator(tiny_task.target_dictionary)
-    assert generator.leave_batch(torch.tensor([True, False, False, False])).tolist() == [0, 1, 2, 3]
-    assert generator.leave_batch(torch.tensor([True, True, False, False])).tolist() == [2, 3]
+def test_finished_canvases_stay_by_default_and_leave_by_the_variants_rules(tiny_task):
+    one_done, half_done = torch.tensor([True, False, False, False]), torch.tensor([True, True, False, False])
+    default = DiffusionGenerator(tiny_task.target_dictionary)
+    assert default.leave_batch(one_done) is None and default.leave_batch(half_done) is None
+    half = MeasuredGenerator(tiny_task.target_dictionary, finished="half")
+    assert half.leave_batch(one_done) is None
+    assert half.leave_batch(half_done).tolist() == [2, 3]
+    drop = MeasuredGenerator(tiny_task.target_dictionary, finished="drop")
+    assert drop.leave_batch(one_done).tolist() == [1, 2, 3]
 
 
 def test_prefix_attention_keeps_the_prompt_blind_to_the_target(tiny_task, prefix_model, tiny_model):
