@@ -260,7 +260,8 @@ def train_table(rows, results, peaks):
 
 
 def profile_table(rows, results):
-    """Where an update's time goes, per profiled row: regions, then forward + backward by op."""
+    """Where an update's time goes, per profiled row: regions, then forward + backward by op
+    (every op outside the data, optimizer and clip-grads regions)."""
     profiled = [r for r in rows if r.profile]
     tables = []
     for row in profiled:

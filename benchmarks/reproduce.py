@@ -58,6 +58,9 @@ SIZES = {
     "tiny": {"layers": 6, "dim": 256, "heads": 4},
 }
 DEFAULT_SIZES = ["tiny", "mini"]
+# how an adaptation starts and what it reads: from the masked LM, from random weights,
+# or from the masked LM on the transformer's re-decoded train targets (--distill)
+INITS = ("pretrained", "scratch", "distilled")
 C_SHARDS = 4  # claim (c) decodes a quarter of test2016: 9 decodings of up to 10 lengths each
 SMOKE_SIZES = {
     "micro": {"layers": 1, "dim": 32, "heads": 2},
@@ -96,6 +99,10 @@ def get_parser():
                         help="test sentences decoded for the batch-size-1 latency")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "REPRODUCTION.md",
                         help="where the tables are written (each claim its own section)")
+    parser.add_argument("--distill", action="store_true",
+                        help="claim d adds a separately labelled track (not the paper's): the "
+                        "same masked LM adapted on the train set's targets re-decoded by the "
+                        "transformer (sequence-level knowledge distillation, beam 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train-first", nargs="+", default=[], metavar="STAGE", type=stage_name,
                         help="train these stages (mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT, "
@@ -108,11 +115,11 @@ def get_parser():
 def stage_name(text):
     """A training stage of --train-first: mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT or
     transformer-SIZE."""
-    sizes, inits = "|".join(SIZES), "pretrained|scratch"
+    sizes, inits = "|".join(SIZES), "|".join(INITS)
     if not re.fullmatch(rf"(mlm|transformer)-({sizes})|(adapt|length)-({sizes})-({inits})", text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a training stage; use mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT "
-            f"or transformer-SIZE with SIZE one of {', '.join(SIZES)} and INIT pretrained or scratch"
+            f"or transformer-SIZE with SIZE one of {', '.join(SIZES)} and INIT one of {', '.join(INITS)}"
         )
     return text
 
@@ -333,6 +340,52 @@ def prepare_data(pipe, raw):
     pipe.record("data", runs)
 
 
+def adaptation_data(pipe, size_name, init):
+    """The binarized prompted data an adaptation of ``init`` reads."""
+    name = f"de-en-distilled-{size_name}" if init == "distilled" else "de-en"
+    return pipe.workdir / "data-bin" / name
+
+
+def distill(pipe, raw, size_name, transformer_checkpoint):
+    """Sequence-level knowledge distillation data (--distill): the train set's targets
+    replaced by the transformer's beam-5 translations of its sources, binarized with the
+    prompted data's sentencepiece model and dictionary (val and test unchanged)."""
+    key = f"distill-{size_name}"
+    if pipe.claim(key):
+        decoded = generate(pipe, f"transformer-{size_name}", transformer_checkpoint, "train", "ar")
+        sources = references_side(raw, "train", SRC)
+        targets = [decoded["hypotheses"].get(str(i), "") for i in range(len(sources))]
+        empty = [i for i, text in enumerate(targets) if not text.strip()]
+        originals = references(raw, "train")
+        for i in empty:  # an empty translation would be an empty target: keep the reference
+            targets[i] = originals[i]
+        text = pipe.workdir / "text" / key
+        shutil.rmtree(text, ignore_errors=True)
+        text.mkdir(parents=True)
+        (text / f"train.{SRC}").write_text("".join(f"{line}\n" for line in sources), encoding="utf-8")
+        (text / f"train.{TGT}").write_text("".join(f"{line}\n" for line in targets), encoding="utf-8")
+        for split in ("valid", "test"):
+            for lang in (SRC, TGT):
+                shutil.copy(raw / f"{RAW_SPLITS[split]}.{lang}", text / f"{split}.{lang}")
+        prompted = pipe.workdir / "data-bin" / "de-en"
+        run = pipe.run(key, [
+            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
+            "--source-lang", SRC, "--target-lang", TGT, "--trainpref", str(text / "train"),
+            "--validpref", str(text / "valid"), "--testpref", str(text / "test"),
+            "--template", TEMPLATE, "--spm-model", str(prompted / "sentencepiece.bpe.model"),
+            "--dict", str(prompted / f"dict.{TGT}.txt"), "--force",
+            "--destdir", str(adaptation_data(pipe, size_name, "distilled")),
+        ])
+        run.update({
+            "decoding": {name: decoded[name] for name in ("command", "cpu_s", "shared")},
+            "pairs": len(sources),
+            "kept_reference": len(empty),
+            "changed": sum(a != b for a, b in zip(targets, originals)),
+        })
+        pipe.record(key, run)
+    return pipe.state["stages"][key]
+
+
 # ----------------------------------------------------------------- training
 def shape_args(size):
     return [
@@ -404,7 +457,8 @@ def adapt(pipe, size_name, init, mlm_checkpoint=None):
 
     ``pretrained`` starts from the masked LM, ``scratch`` from random weights with
     label smoothing 0.1 (the paper's setting for models without pretraining, §A.1);
-    both see the same batches in the same order.
+    both see the same batches in the same order. ``distilled`` starts from the masked
+    LM and reads the distilled data (:func:`distill`).
     """
     key = f"adapt-{size_name}-{init}"
     save_dir = pipe.workdir / "checkpoints" / key
@@ -413,7 +467,7 @@ def adapt(pipe, size_name, init, mlm_checkpoint=None):
         updates = 40 if args.smoke else args.adapt_updates
         interval = max(10, updates // 6)
         cmd = [
-            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en"),
+            fairseq_cli("fairseq-train"), str(adaptation_data(pipe, size_name, init)),
             "--user-dir", str(USER_DIR), "--task", "prompted_translation", "-s", SRC, "-t", TGT,
             "--arch", "diffusion_xlmr_tiny", *shape_args(pipe.sizes[size_name]),
             "--max-positions", "256", "--criterion", "masked_diffusion",
@@ -424,7 +478,7 @@ def adapt(pipe, size_name, init, mlm_checkpoint=None):
             "--validate-interval-updates", str(interval), "--fixed-validation-seed", "7",
             "--save-dir", str(save_dir), *shlex.split(args.adapt_args),
         ]
-        if init == "pretrained":
+        if init != "scratch":
             cmd += ["--pretrained-mlm", str(mlm_checkpoint), "--pretrained-vocab", "full"]
         else:
             cmd += ["--label-smoothing", "0.1"]
@@ -440,7 +494,7 @@ def train_length(pipe, size_name, init):
         args = pipe.args
         updates = 20 if args.smoke else args.length_updates
         cmd = [
-            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en"),
+            fairseq_cli("fairseq-train"), str(adaptation_data(pipe, size_name, init)),
             "--user-dir", str(USER_DIR), "--task", "prompted_translation", "-s", SRC, "-t", TGT,
             "--arch", "diffusion_xlmr_tiny", *shape_args(pipe.sizes[size_name]),
             "--max-positions", "256", "--length-predictor", "separate",
@@ -616,9 +670,15 @@ class Claims:
     def mlm(self, size):
         return train_mlm(self.pipe, size)
 
+    def adapted(self, size, init):
+        """Stage 1 of size/init, with what it needs first (masked LM, distilled data)."""
+        if init == "distilled":
+            distill(self.pipe, self.raw, size, self.transformer(size))
+        adapt(self.pipe, size, init, None if init == "scratch" else self.mlm(size))
+
     def denoiser(self, size, init):
         """The stage-2 checkpoint (denoiser + separate length predictor) of size/init."""
-        adapt(self.pipe, size, init, self.mlm(size) if init == "pretrained" else None)
+        self.adapted(size, init)
         return train_length(self.pipe, size, init)
 
     def decode(self, size, init, split, shards=None, **setting):
@@ -740,7 +800,7 @@ class Claims:
         if kind == "mlm":
             self.mlm(size)
         elif kind == "adapt":
-            adapt(self.pipe, size, init, self.mlm(size) if init == "pretrained" else None)
+            self.adapted(size, init)
         elif kind == "length":
             self.denoiser(size, init)
         else:
@@ -755,13 +815,18 @@ class Claims:
         denoiser = self.denoiser(size, "pretrained")
         systems = {
             "diffusion (masked LM, then adapted)": (f"{size}-pretrained-{suffix}", denoiser,
-                                                    "diffusion", options),
+                                                    "diffusion", options, key),
             "the same, `--collapse-repeats`": (f"{size}-pretrained-{collapsed_suffix}", denoiser,
-                                               "diffusion", collapsed_options),
-            "fairseq transformer, beam 5": (f"transformer-{size}", transformer, "ar", []),
+                                               "diffusion", collapsed_options, key),
         }
-        rows, scores = [], []
-        for label, (name, checkpoint, kind, options) in systems.items():
+        if args.distill:
+            systems["distilled track (not the paper's): the same masked LM adapted on the transformer's translations"] = (
+                f"{size}-distilled-{suffix}", self.denoiser(size, "distilled"), "diffusion", options,
+                f"adapt-{size}-distilled")
+        systems["fairseq transformer, beam 5"] = (f"transformer-{size}", transformer, "ar", [],
+                                                  f"transformer-{size}")
+        rows, scores = [], {}
+        for label, (name, checkpoint, kind, options, train_key) in systems.items():
             collapsed = "--collapse-repeats" in options  # test only: the same canvases as the row above
             valid = None if collapsed else bleu(
                 generate(self.pipe, name, checkpoint, "valid", kind, options), self.refs["valid"])[0]
@@ -771,7 +836,6 @@ class Claims:
             speed_options = options if "--collapse-repeats" not in options else options[:-1]
             single = generate(self.pipe, name.replace("-collapse", ""), checkpoint, "test", kind,
                               speed_options, batch_size=1, shards=(shards, 0))
-            train_key = key if kind == "diffusion" else f"transformer-{size}"
             facts = self.facts(train_key)
             steps = decoded["mean_steps"]
             rows.append([
@@ -782,15 +846,28 @@ class Claims:
                 f"{steps:.1f}" if steps else "one per token", f"{repetition(decoded):.2f}%",
                 self.shared(train_key),
             ])
-            scores.append(test)
-        ratio = scores[0] / scores[-1] if scores[-1] > 0 else float("inf")
+            scores[label] = test
+        ar_score = scores["fairseq transformer, beam 5"]
+        ratios = {label: score / ar_score if ar_score > 0 else float("inf") for label, score in scores.items()}
+        labels = list(systems)
+        distilled = ""
+        if args.distill:
+            stage = self.pipe.state["stages"][f"distill-{size}"]
+            distilled = (
+                f" Distilled track / autoregressive: **{ratios[labels[2]]:.2f}×** at the same "
+                f"adaptation updates; its teacher is the transformer of the last row, whose "
+                f"beam-5 translations of the {stage['pairs']:,} train sources "
+                f"({stage['decoding']['cpu_s'] / 60:.1f} CPU min to decode; "
+                f"{stage['changed']:,} differ from the reference, {stage['kept_reference']} "
+                f"empty ones kept the reference) replace the train targets."
+            )
         curves, examples = self.curves(), self.examples()
         return table(
             ["system", "parameters", "training CPU min", "updates", "BLEU val", "BLEU test2016",
              "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
             rows,
             [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
-             f"**{ratio:.2f}×**. The transformer's budget was the CPU time of "
+             f"**{ratios[labels[0]]:.2f}×**.{distilled} The transformer's budget was the CPU time of "
              f"`adapt-{size}-scratch`, {cpu_minutes(self.pipe.state['stages'][f'adapt-{size}-scratch']):.1f} min "
              f"(the same network, batches and updates as the pretrained adaptation). The "
              f"`--collapse-repeats` row decodes the same canvases (its bs 1 speed is the row "

@@ -41,7 +41,8 @@ def smoke(tmp_path_factory):
         pytest.skip(f"the shared Multi30k corpus with mono/ is not at {MULTI30K}")
     workdir = tmp_path_factory.mktemp("reproduce")
     first = reproduce(workdir, "a")
-    rest = reproduce(workdir, "b", "c", "d", "--train-first", "mlm-mini", "length-mini-pretrained")
+    rest = reproduce(workdir, "b", "c", "d", "--distill", "--train-first", "mlm-mini",
+                     "length-mini-pretrained")
     state = json.loads((workdir / "state.json").read_text())
     return workdir, first, rest, state
 
@@ -91,8 +92,10 @@ def test_claims_b_c_d_tables(smoke):
     assert all(len(row) == 6 for row in beams)
     assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[4:] for cell in row[2:4])
     systems = rows(output, r"diffusion \(masked LM, then adapted\)|the same, `--collapse-repeats`|"
-                           r"fairseq transformer, beam 5")
-    assert len(systems) == 3 and all(len(row) == 11 for row in systems)
+                           r"distilled track .*|fairseq transformer, beam 5")
+    assert len(systems) == 4 and all(len(row) == 11 for row in systems)
+    assert systems[2][0].startswith("distilled track (not the paper's)")
+    assert "`python benchmarks/reproduce.py --smoke --distill --claim d`" in output
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
     # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
@@ -135,3 +138,20 @@ def test_train_first_names_a_training_stage(stage):
     )
     assert result.returncode == 2
     assert f"--train-first: {stage!r} is not a training stage" in result.stderr
+
+
+def test_the_distilled_track_adapts_the_masked_lm_on_the_transformers_translations(smoke):
+    workdir, _, output, state = smoke
+    assert re.search(r"Distilled track / autoregressive: \*\*[\d.]+×\*\*", output)
+    stage = state["stages"]["distill-tiny"]
+    assert stage["pairs"] == 1000 and stage["command"].startswith("OMP_NUM_THREADS=1 ")
+    translations = state["stages"]["generate-transformer-tiny-train"]["hypotheses"]
+    assert len(translations) == 1000
+    targets = (workdir / "text" / "distill-tiny" / "train.en").read_text(encoding="utf-8").splitlines()
+    references = (MULTI30K / "train.en").read_text(encoding="utf-8").splitlines()[:1000]
+    assert [t == (translations[str(i)] if translations[str(i)].strip() else references[i])
+            for i, t in enumerate(targets)] == [True] * 1000
+    assert stage["changed"] == sum(t != r for t, r in zip(targets, references)) > 0
+    adaptation = state["stages"]["adapt-tiny-distilled"]["command"]
+    assert "data-bin/de-en-distilled-tiny" in adaptation and "--pretrained-mlm" in adaptation
+    assert "data-bin/de-en-distilled-tiny" in state["stages"]["length-tiny-distilled"]["command"]
