@@ -50,6 +50,9 @@ MODELS = {
     "transformer": (common.MODEL_ARGS["transformer"], 5e-4, 2048),
 }
 BF16 = ["--bf16-autocast"]
+RESIDUAL = ["--bf16-residual"]
+NO_LENGTH = ["--length-loss-factor", "0"]
+STAGE_1 = "--bf16-autocast, --bf16-residual, --length-loss-factor 0"
 
 
 @dataclass
@@ -82,10 +85,14 @@ def training_rows(tcmalloc):
         TrainRow("--bf16-autocast, compiled layers", "plugin", BF16, variants=("compiled-layers",),
                  baseline="--bf16-autocast"),
         TrainRow("--bf16-autocast, --length-loss-factor 0", "plugin",
-                 BF16 + ["--length-loss-factor", "0"], baseline="--bf16-autocast"),
+                 BF16 + NO_LENGTH, baseline="--bf16-autocast"),
         TrainRow("--bf16-autocast, --time-sampling single", "plugin",
                  BF16 + ["--time-sampling", "single"], baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, --bf16-residual", "plugin", BF16 + RESIDUAL,
+                 baseline="--bf16-autocast"),
         TrainRow("--bf16-autocast", "prefix", BF16, profile=True),
+        TrainRow("--bf16-autocast, --bf16-residual", "prefix", BF16 + RESIDUAL,
+                 baseline="--bf16-autocast"),
         TrainRow("--bf16-autocast, per-row prompts", "prefix", BF16,
                  variants=("per-row-prompts",), baseline="--bf16-autocast"),
         TrainRow("--bf16-autocast, before: fairseq's gelu, per-row prompts", "prefix", BF16,
@@ -100,6 +107,9 @@ def training_rows(tcmalloc):
             TrainRow("--bf16-autocast, tcmalloc", "prefix", BF16, env=preload,
                      baseline="--bf16-autocast"),
         ]
+        # the paper's stage 1 (the length predictor is trained apart) with every lever on
+        rows += [TrainRow(f"{STAGE_1}, tcmalloc", model, BF16 + RESIDUAL + NO_LENGTH, env=preload,
+                          baseline="--bf16-autocast") for model in ("plugin", "prefix")]
     return rows
 
 

@@ -127,6 +127,15 @@ class DiffusionXLMRConfig(FairseqDataclass):
             "older checkpoints carry"
         },
     )
+    bf16_residual: bool = field(
+        default=False,
+        metadata={
+            "help": "with --bf16-autocast, carry the residual stream (each layer's input) in "
+            "bf16 instead of fp32: fewer casts and half the activation traffic (faster training "
+            "on CPU, docs/SPEED.md), at the cost of rounding the stream at every layer; not "
+            "the paper's (docs/DIFFERENCES.md)"
+        },
+    )
 
 
 @register_model("diffusion_xlmr", dataclass=DiffusionXLMRConfig)
@@ -176,6 +185,11 @@ class DiffusionXLMRModel(BaseFairseqModel):
         encoder_args = argparse.Namespace(
             **{f.name: safe_getattr(cfg, f.name) for f in fields(DiffusionXLMRConfig)}
         )
+        if cfg.bf16_residual and not cfg.bf16_autocast:
+            raise ValueError(
+                "--bf16-residual carries the residual stream in bf16 under --bf16-autocast: "
+                "add --bf16-autocast, or drop --bf16-residual"
+            )
         roberta_base_architecture(encoder_args)
         # the paper unties the embeddings it prunes (method spec §1.1)
         encoder_args.untie_weights_roberta = cfg.untie_weights_roberta or (
@@ -199,10 +213,20 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     def bf16_autocast(self, device):
         """bf16 autocast on ``device`` (CPU or CUDA) where --bf16-autocast asks for it."""
-        enabled = device.type in ("cpu", "cuda") and self.cfg.bf16_autocast
+        enabled = self.bf16_autocast_enabled(device)
         if enabled and device.type == "cpu":
             warn_without_native_cpu_bf16()
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def bf16_autocast_enabled(self, device) -> bool:
+        """Whether :meth:`bf16_autocast` is on for ``device``."""
+        return device.type in ("cpu", "cuda") and self.cfg.bf16_autocast
+
+    def residual_dtype(self, device):
+        """torch.bfloat16 where --bf16-residual puts each layer's input in bf16 (under
+        :meth:`bf16_autocast`), else None (the stream stays in the weights' dtype)."""
+        enabled = self.cfg.bf16_residual and self.bf16_autocast_enabled(device)
+        return torch.bfloat16 if enabled else None
 
     def extract_features(self, tokens, prompt_lengths=None):
         """Final-layer features (B, L, H) of tokens (B, L); see :meth:`encode`."""
@@ -213,19 +237,24 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
         With ``--prompt-attention prefix``, prompt_lengths (B,) (``<s>`` included)
         marks the prompt of each row, which then attends only to itself; without it
-        every position attends to every position. Under :meth:`bf16_autocast`.
+        every position attends to every position. Under :meth:`bf16_autocast`, with each
+        layer's input cast to :meth:`residual_dtype` where that is set.
         """
-        hooks = []
+        layers, hooks = self.encoder.sentence_encoder.layers, []
         if self.cfg.prompt_attention == "prefix" and prompt_lengths is not None:
             attn_mask = self.prefix_attention_mask(tokens, prompt_lengths)
 
             def add_mask(layer, args, kwargs):
                 return args, {**kwargs, "attn_mask": attn_mask}
 
-            hooks = [
-                layer.register_forward_pre_hook(add_mask, with_kwargs=True)
-                for layer in self.encoder.sentence_encoder.layers
-            ]
+            hooks += [layer.register_forward_pre_hook(add_mask, with_kwargs=True) for layer in layers]
+        residual_dtype = self.residual_dtype(tokens.device)
+        if residual_dtype is not None:
+
+            def cast_input(layer, args):
+                return (args[0].to(residual_dtype), *args[1:])
+
+            hooks += [layer.register_forward_pre_hook(cast_input) for layer in layers]
         try:
             with self.bf16_autocast(tokens.device):
                 features, extra = self.encoder.extract_features(tokens, return_all_hiddens=True)
@@ -261,7 +290,8 @@ class DiffusionXLMRModel(BaseFairseqModel):
             return self.output_layer(self.extract_features(tokens, prompt_lengths), positions)
         with self.bf16_autocast(tokens.device):
             features, target_index, target_padding = target_features(
-                self.encoder.sentence_encoder, tokens, prompt_lengths, cache, self.pad
+                self.encoder.sentence_encoder, tokens, prompt_lengths, cache, self.pad,
+                self.residual_dtype(tokens.device),
             )
         return self.output_layer(features, positions.gather(1, target_index) & ~target_padding)
 

@@ -31,14 +31,16 @@ class PromptCache:
         return PromptCache(self.states.index_select(0, rows), self.padding.index_select(0, rows))
 
 
-def target_features(sentence_encoder, tokens: Tensor, prompt_lengths: Tensor, cache: PromptCache, pad: int):
+def target_features(sentence_encoder, tokens: Tensor, prompt_lengths: Tensor, cache: PromptCache, pad: int,
+                    residual_dtype=None):
     """Final-layer features (B, T, H) of the target part of tokens (B, L).
 
     Only the target positions run through fairseq's ``TransformerEncoder``
     ``sentence_encoder``: each layer's queries are the target's states, its keys and
     values those of the cached prompt states followed by the target's. Row b's target
     starts at prompt_lengths[b]; also returns target_index (B, T) (the canvas position
-    of each target slot, clamped) and target_padding (B, T). The caller sets autocast.
+    of each target slot, clamped) and target_padding (B, T). The caller sets autocast;
+    residual_dtype, where given, is the dtype of each layer's input (``--bf16-residual``).
     """
     canvas_lengths = tokens.ne(pad).sum(1)
     width = int((canvas_lengths - prompt_lengths).max())
@@ -52,6 +54,7 @@ def target_features(sentence_encoder, tokens: Tensor, prompt_lengths: Tensor, ca
     x = x.transpose(0, 1)
     for layer_index, layer in enumerate(sentence_encoder.layers):
         prompt_states = cache.states[:, layer_index].transpose(0, 1)
+        x = x if residual_dtype is None else x.to(residual_dtype)
         x = _layer_with_cached_prompt(layer, x, prompt_states.type_as(x), key_padding)
     if sentence_encoder.layer_norm is not None:
         x = sentence_encoder.layer_norm(x)
