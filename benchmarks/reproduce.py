@@ -712,11 +712,11 @@ class Claims:
                 f"{valid:.2f}", f"{test[init]:.2f}", f"{repetition(decoded):.2f}%",
                 self.shared(f"adapt-{self.size}-{init}", f"length-{self.size}-{init}"),
             ])
-        ratio = test["pretrained"] / test["scratch"] if test["scratch"] > 0 else float("inf")
         return table(
             ["init", "parameters", "adaptation updates", "BLEU val", "BLEU test2016",
              "repeated adjacent words", "runs"], rows,
-            [f"Pretrained + adapted / from scratch on test2016: **{ratio:.2f}×**. "
+            [f"Pretrained + adapted / from scratch on test2016: "
+             f"{bold_ratio(test['pretrained'], test['scratch'], 'from scratch')}. "
              f"sacreBLEU `{signature}`."],
         )
 
@@ -852,13 +852,13 @@ class Claims:
             ])
             scores[label] = test
         ar_score = scores["fairseq transformer, beam 5"]
-        ratios = {label: score / ar_score if ar_score > 0 else float("inf") for label, score in scores.items()}
+        ratios = {label: bold_ratio(score, ar_score, "the transformer") for label, score in scores.items()}
         labels = list(systems)
         distilled = ""
         if args.distill:
             stage = self.pipe.state["stages"][f"distill-{size}"]
             distilled = (
-                f" Distilled track / autoregressive: **{ratios[labels[2]]:.2f}×** at the same "
+                f" Distilled track / autoregressive: {ratios[labels[2]]} at the same "
                 f"adaptation updates; its teacher is the transformer of the last row, whose "
                 f"beam-5 translations of the {stage['pairs']:,} train sources "
                 f"({stage['decoding']['cpu_s'] / 60:.1f} CPU min to decode; "
@@ -871,7 +871,7 @@ class Claims:
              "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
             rows,
             [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
-             f"**{ratios[labels[0]]:.2f}×**.{distilled} The transformer's budget was the CPU time of "
+             f"{ratios[labels[0]]}.{distilled} The transformer's budget was the CPU time of "
              f"`adapt-{size}-scratch`, {cpu_minutes(self.pipe.state['stages'][f'adapt-{size}-scratch']):.1f} min "
              f"(the same network, batches and updates as the pretrained adaptation). The "
              f"`--collapse-repeats` row decodes the same canvases (its bs 1 speed is the row "
@@ -975,6 +975,13 @@ def nearest_length_candidates(decoded, reference_pieces):
         hypotheses[i] = found[gaps.index(min(gaps))][0]
         covered += min(gaps) == 0
     return {"hypotheses": hypotheses}, 100.0 * covered / max(len(hypotheses), 1)
+
+
+def bold_ratio(score, baseline_score, baseline):
+    """`**1.23×**`, or a bold dash naming the baseline where it scored 0 BLEU (toy runs can)."""
+    if baseline_score > 0:
+        return f"**{score / baseline_score:.2f}×**"
+    return f"**—** ({baseline} scored 0.00 BLEU)"
 
 
 def cpu_minutes(run):
