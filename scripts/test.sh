@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up .venv if needed (scripts/setup_env.sh) and runs the test suite in
-# TEST_WORKERS parallel pytest-xdist workers (default: the CPU count, at most 4), a test
-# file per worker in collection order (slow files first), each on one thread (tests/conftest.py); TEST_WORKERS=0 runs it in
-# this process. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k criterion`.
+# TEST_WORKERS parallel pytest-xdist workers (default: the CPU count, at most 4): a test
+# file per worker in collection order (slow files first), each worker on one thread
+# (tests/conftest.py); TEST_WORKERS=0 runs it in this process.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k criterion`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh"
