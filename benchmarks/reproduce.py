@@ -73,9 +73,10 @@ SMOKE_SIZES = {
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--claim", nargs="+", choices=list("abcd"), default=list("abcd"),
+    parser.add_argument("--claim", nargs="*", choices=list("abcd"), default=list("abcd"),
                         help="claims to run: a pretrained vs scratch, b bigger is better, "
-                        "c predicted vs oracle length, d diffusion vs autoregressive")
+                        "c predicted vs oracle length, d diffusion vs autoregressive; "
+                        "none (a bare --claim) with --train-first only trains those stages")
     parser.add_argument("--data", type=Path, help="Multi30k directory (default: "
                         "../shared/data/multi30k beside the repository)")
     parser.add_argument("--workdir", type=Path, default=REPO / "work" / "reproduce")
@@ -87,6 +88,9 @@ def get_parser():
     parser.add_argument("--mlm-updates", type=int, default=2000)
     parser.add_argument("--mlm-max-tokens", type=int, default=4096)
     parser.add_argument("--mlm-lr", type=float, default=1e-3)
+    parser.add_argument("--mlm-keep-every", type=int, default=2000,
+                        help="keep the masked LM's checkpoint of every N-th update "
+                        "(checkpoint_*_N.pt), the points of BLEU against pretraining compute")
     parser.add_argument("--adapt-updates", type=int, default=2000)
     parser.add_argument("--adapt-max-tokens", type=int, default=2048)
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
@@ -426,6 +430,7 @@ def train_mlm(pipe, size_name):
             *optimizer_args(args.mlm_lr, updates, args.seed),
             "--max-tokens", str(args.mlm_max_tokens),
             "--save-interval-updates", "250", "--keep-interval-updates", "1",
+            "--keep-interval-updates-pattern", str(args.mlm_keep_every),
             "--validate-interval-updates", "1000", "--skip-invalid-size-inputs-valid-test",
             "--save-dir", str(save_dir),
         ]
