@@ -28,6 +28,7 @@ def generate(data, checkpoint, *flags, ok=True):
     )
 
 
+@pytest.mark.slow  # a subprocess
 def test_overlength_test_pairs_stop_generate_before_any_output(tiny_data, checkpoint):
     result = generate(tiny_data, checkpoint, "--max-positions", "12", ok=False)
     assert not re.search(r"^[SHD]-\d+", result.stdout, re.M)
@@ -37,6 +38,7 @@ def test_overlength_test_pairs_stop_generate_before_any_output(tiny_data, checkp
     )
 
 
+@pytest.mark.slow  # a subprocess
 def test_truncate_source_cuts_prompts_with_a_logged_count(tiny_data, checkpoint, tiny_task):
     result = generate(tiny_data, checkpoint, "--max-positions", "12", "--truncate-source")
     cut = re.search(r"cut the prompts of (\d+) of 30 pairs to fit --max-positions 12", result.stderr)

@@ -9,6 +9,8 @@ import torch
 
 from helpers import BIN, TASK_ARGS, run, write_reversal_corpus
 
+pytestmark = pytest.mark.slow  # fairseq-train, -generate and -interactive runs (subprocesses)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -14,6 +14,8 @@ from fairseq_cli import generate
 
 from helpers import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
 
+pytestmark = pytest.mark.slow  # fairseq-generate runs (subprocesses)
+
 FLAGS = {
     "deterministic": ["--decoding-strategy", "reparam-uncond-deterministic-cosine"],
     "stochastic remasking": ["--decoding-strategy", "reparam-uncond-stochastic1.0-cosine"],

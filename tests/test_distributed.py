@@ -49,6 +49,7 @@ def runs(tiny_data, tmp_path_factory):
     return [train_log(one.stdout + one.stderr), train_log(two.stdout + two.stderr)], states
 
 
+@pytest.mark.slow  # a subprocess
 def test_two_workers_log_what_one_worker_with_update_freq_2_logs(runs):
     (one, two), _ = runs
     assert len(one) == len(two) == UPDATES
@@ -58,6 +59,7 @@ def test_two_workers_log_what_one_worker_with_update_freq_2_logs(runs):
             assert float(parallel[key]) == pytest.approx(float(single[key]), rel=1e-3, abs=1e-3), (update, key)
 
 
+@pytest.mark.slow  # a subprocess
 def test_two_workers_reach_the_parameters_of_one_worker_with_update_freq_2(runs):
     _, (one, two) = runs
     assert one["optimizer_history"][-1]["num_updates"] == two["optimizer_history"][-1]["num_updates"] == UPDATES

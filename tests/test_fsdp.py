@@ -67,6 +67,7 @@ def test_training_step_inside_fsdp_wrapping(tiny_data):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the script would train")
 def test_gpu_check_refuses_to_run_without_cuda(tmp_path):
     result = run([sys.executable, SCRIPTS / "gpu_check.py", "--workdir", tmp_path], ok=False)

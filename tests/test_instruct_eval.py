@@ -9,6 +9,8 @@ import pytest
 
 from helpers import BIN, ROOT, TASK_ARGS, load_script, run, write_reversal_corpus
 
+pytestmark = pytest.mark.slow  # examples/instruct_cpu.sh and fairseq runs (subprocesses)
+
 evaluate_instruct = load_script("evaluate_instruct")
 score_rouge = load_script("score_rouge")
 INSTRUCT = ROOT.parent / "shared" / "data" / "instruct"

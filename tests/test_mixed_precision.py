@@ -111,6 +111,7 @@ def test_fairseq_trainer_memory_efficient_fp16_updates(tiny_data, tiny_task, pre
         assert "length_head.weight" in changed and "encoder.lm_head.dense.weight" in changed
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("predictor", ["joint", "separate"])
 def test_fairseq_generate_fp16(tiny_data, tmp_path, predictor):
     extra = ["--optimizer", "adam", "--lr", "1e-4"] + (SEPARATE if predictor == "separate" else [])

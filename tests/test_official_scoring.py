@@ -21,6 +21,8 @@ import sacrebleu
 
 from helpers import load_script, run, save_checkpoint, training_cfg
 
+pytestmark = pytest.mark.slow  # scripts/prepare_prompted.py runs for the model it scores (subprocesses)
+
 transformers = pytest.importorskip("transformers")
 evaluate_instruct = load_script("evaluate_instruct")
 

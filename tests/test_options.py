@@ -3,6 +3,7 @@
 import sys
 from dataclasses import fields
 
+import pytest
 from fairseq.tasks.translation import TranslationConfig
 
 from diffusion_plugin import options
@@ -46,6 +47,7 @@ def test_every_field_is_listed_once_with_its_help():
     assert all(f"| `{flag}` |" in doc for flag in plugin_flags())
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_command_prints_each_option_with_its_default():
     text = run([sys.executable, "-m", "diffusion_plugin.options"]).stdout
     assert "  --guidance-scale (default: 0.0)" in text

@@ -10,6 +10,8 @@ from fairseq import options
 
 from helpers import load_script, run
 
+pytestmark = pytest.mark.slow  # bash examples/paper/train.sh runs (subprocesses)
+
 TASKS = ["iwslt14", "wmt14", "gigaword10k", "flan2022"]
 SIZES = ["base", "large", "xl", "xxl"]
 GPUS = [1, 2, 4, 8]

@@ -6,6 +6,8 @@ import re
 import pytest
 from helpers import BIN, ROOT, run
 
+pytestmark = pytest.mark.slow  # bash examples/pretrain_then_adapt.sh --smoke (subprocesses)
+
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 
 

@@ -243,6 +243,7 @@ def roberta_logits(checkpoint, tokens):
         return models[0].eval()(tokens)[0]
 
 
+@pytest.mark.slow  # a subprocess
 def test_fairseq_roberta_checkpoint_and_xlmr_directory_give_their_logits(tmp_path, fairseq_roberta, vocabulary, sentencepiece_model):
     work, checkpoint, model_file = fairseq_roberta
     tokens = tokens_of(vocabulary, sentencepiece_model[0])
@@ -403,6 +404,7 @@ def test_full_vocabulary_needs_every_symbol(tmp_path, xlmr, pruned):
         build(tmp_path / "data", pruned, "--pretrained-mlm", str(xlmr[0]), "--pretrained-vocab", "full")
 
 
+@pytest.mark.slow  # a subprocess
 def test_converted_checkpoint_starts_finetuning_and_needs_its_untied_embeddings(tmp_path, xlmr, tiny_data):
     """The FSDP route of docs/PRETRAINED.md without FSDP: convert for a task dictionary
     (pruned, so untied), then fairseq-train --finetune-from-model."""

@@ -13,9 +13,12 @@ import re
 import signal
 import sys
 
+import pytest
 import torch
 
 from helpers import BIN, TINY_ARGS, run
+
+pytestmark = pytest.mark.slow  # fairseq-train runs, one of them killed (subprocesses)
 
 UPDATES = 24  # about ten updates an epoch: the kill and the resume fall inside epoch 2
 SAVE_EVERY = 4
