@@ -91,12 +91,13 @@ class DiffusionGenerator:
     For every prompt, ``beam_size`` target lengths (the length head's top-k, a window
     around its argmax, or the reference length) each get ``samples_per_length``
     canvases (which differ only under sampling or a stochastic strategy); all canvases of
-    a batch are denoised together for at most ``max_iter`` steps. A canvas leaves the
-    batch as soon as nothing in it is masked and no later step can change it
+    a batch are denoised together for at most ``max_iter`` steps. A canvas is finished
+    (its output kept) as soon as nothing in it is masked and no later step can change it
     (``AbsorbingDiffusion.may_change_unmasked``: ``reparam-cond-*`` keeps a canvas while
     its schedule still re-masks), so stopping early changes no output
-    (``force_max_iter`` runs every step anyway, as the official code does).
-    Candidates are ordered by mean token log-prob or by minimum Bayes risk.
+    (``force_max_iter`` runs every step anyway, as the official code does); it stays in
+    the batch until every canvas is finished (:meth:`leave_batch`). Candidates are ordered
+    by mean token log-prob or by minimum Bayes risk.
 
     ``decoding`` holds the plugin's options (:class:`DecodingConfig`; ``options``
     override its fields by name), read from it and nowhere else; ``diffusion`` is the

@@ -1,4 +1,4 @@
-"""Scores of generated text: the instruction evaluation (method spec §5.4), BLEU and ROUGE.
+"""Scores of generated text: the instruction evaluation (docs/METHOD.md §7), BLEU and ROUGE.
 
 Used by ``scripts/evaluate_instruct.py``, ``scripts/score_rouge.py`` and the
 ``--eval-bleu`` / ``--eval-rouge`` validation of ``prompted_translation``. The defaults

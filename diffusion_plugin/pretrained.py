@@ -1,5 +1,5 @@
 """
-Pretrained masked LMs into and out of ``diffusion_xlmr`` (method spec §1.1, §3, §6.4).
+Pretrained masked LMs into and out of ``diffusion_xlmr`` (docs/METHOD.md §1, §5, §8).
 
 :func:`read_pretrained_mlm` reads, for ``--pretrained-mlm PATH``:
 
@@ -169,7 +169,7 @@ def read_huggingface(directory: str) -> PretrainedMLM:
     from transformers import AutoConfig, AutoModelForMaskedLM, XLMRobertaXLForMaskedLM
 
     # facebook/xlm-roberta-xxl's config.json says model_type xlm-roberta but
-    # architectures XLMRobertaXLForMaskedLM (method spec §1.1): the latter decides
+    # architectures XLMRobertaXLForMaskedLM (pre-LayerNorm, docs/METHOD.md §1): the latter decides
     architectures = AutoConfig.from_pretrained(directory).architectures or []
     model_class = (
         XLMRobertaXLForMaskedLM if "XLMRobertaXLForMaskedLM" in architectures else AutoModelForMaskedLM

@@ -20,7 +20,7 @@ class LengthPredictionCriterionConfig(FairseqDataclass):
 class LengthPredictionCriterion(FairseqCriterion):
     """Cross-entropy of the separate length predictor (``--length-predictor separate``)
     on the prompt-only pass; class k = k+1 target tokens, no label smoothing
-    (method spec §3). ``sample_size`` is the number of examples."""
+    (docs/METHOD.md §5). ``sample_size`` is the number of examples."""
 
     def forward(self, model, sample, reduce=True):
         if not hasattr(model, "length_predictor"):

@@ -1,5 +1,5 @@
 """JSON-lines instruction data (``{"inputs": ..., "targets": ...}``, plain or .gz) and
-the left truncation of method spec §1.2."""
+the left truncation of docs/METHOD.md §1."""
 
 import gzip
 import json
@@ -38,7 +38,7 @@ def read_jsonl(path: str) -> Iterator[Tuple[str, str]]:
 
 def left_truncate(prompt: Sequence, target: Sequence, max_positions: int) -> Tuple[List, List, int]:
     """Keep the last tokens of ``prompt + target`` so that ``<s> prompt target </s>``
-    has at most ``max_positions`` tokens (spec §1.2: the left end goes first, the
+    has at most ``max_positions`` tokens (docs/METHOD.md §1: the left end goes first, the
     target is cut only once the prompt is gone). ``<s>`` and ``</s>`` are kept.
 
     Returns (prompt, target, number of tokens dropped).

@@ -191,7 +191,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
                 "add --bf16-autocast, or drop --bf16-residual"
             )
         roberta_base_architecture(encoder_args)
-        # the paper unties the embeddings it prunes (method spec §1.1)
+        # the paper unties the embeddings it prunes (docs/METHOD.md §1)
         encoder_args.untie_weights_roberta = cfg.untie_weights_roberta or (
             cfg.pretrained_mlm is not None and cfg.pretrained_vocab == "prune"
         )

@@ -1,4 +1,4 @@
-"""The separately trained length predictor of Ye et al. (2023), §A.1 (method spec §3)."""
+"""The separately trained length predictor of Ye et al. (2023), §A.1 (docs/METHOD.md §5)."""
 
 import torch.nn as nn
 from torch import Tensor
