@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's plain pip install, in a fresh virtual environment, then a smoke test
+# The plain pip install of docs/INSTALL.md, in a fresh virtual environment, then a smoke test
 # there: the imports (transformers included) and two tests of tests/test_pretrained.py
 # (a tiny Hugging Face XLM-R turned into the plugin's model with its logits; converted,
 # then one fairseq-train update from it).
@@ -24,7 +24,7 @@ echo "== pip install torch==${TORCH_VERSION:-2.13.0}, then -e \".[hf,test]\" int
 "${pip[@]}" install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 (cd "$root" && "${pip[@]}" install --quiet -e ".[hf,test]")
 if ! "$python" -c "import torchaudio" 2>/dev/null; then
-  echo "== torchaudio cannot load beside this torch: pip uninstall torchaudio (README)"
+  echo "== torchaudio cannot load beside this torch: pip uninstall torchaudio (docs/INSTALL.md)"
   "${pip[@]}" uninstall --quiet --yes torchaudio
 fi
 "$python" -c "import fairseq, diffusion_plugin, transformers; from transformers import XLMRobertaForMaskedLM"
