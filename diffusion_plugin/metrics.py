@@ -2,7 +2,7 @@
 
 Used by ``scripts/evaluate_instruct.py``, ``scripts/score_rouge.py`` and the
 ``--eval-bleu`` / ``--eval-rouge`` validation of ``prompted_translation``. The defaults
-are the paper's scorer (``DLLM:scripts/metric_instruct.py``, ``src/dd_generator.py``):
+are the paper's scorer (its code's ``scripts/metric_instruct.py``, ``src/dd_generator.py``):
 text decoded by the tokenizer (:func:`decoded_text`), lower-cased; MGSM's last integer;
 ROUGE as py-rouge computes it. Each other rule is a named option.
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Downloads the FLAN 2022 collection as the paper used it (SirNeural/flan_v2 on the
-# Hugging Face hub, method spec §5.2), each file once, into DIR (default data/flan_2022),
+# Hugging Face hub, docs/METHOD.md §7), each file once, into DIR (default data/flan_2022),
 # kept gzipped (scripts/prepare_instruct.py reads .jsonl.gz). Files already there are kept.
 #   bash scripts/download_flan_2022.sh [DIR]
 set -euo pipefail

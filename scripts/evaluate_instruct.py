@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """
 Decode few-shot instruct sets (``{"inputs", "targets"}`` JSON lines, laid out as in the
-paper's data/instruct, method spec §5.3) with a diffusion_xlmr checkpoint and score them
-as the paper's scorer does (spec §5.4, docs/INSTRUCT.md has the compatibility table):
+paper's data/instruct, docs/INSTRUCT.md) with a diffusion_xlmr checkpoint and score them
+as the paper's scorer does (docs/METHOD.md §7, docs/INSTRUCT.md has the compatibility table):
 
   mmlu/K-shot     accuracy, micro over questions, and per subject   (default 1 step)
   bbh-nlp/K-shot  accuracy, macro over tasks, and per task          (1 step)
@@ -20,7 +20,7 @@ trip as the hypothesis, transformers' clean-up of tokenization spaces, lower-cas
 Decoding is the plugin's: the checkpoint is loaded with the hub interface
 (``from_pretrained``), batches go through the task's DiffusionGenerator with the
 oracle length (the target's, which may be 0) or a length beam. Prompts longer than the
-model's positions lose their first tokens (spec §1.2). Writes a JSON report (files
+model's positions lose their first tokens (docs/METHOD.md §1). Writes a JSON report (files
 read and their example counts, the rules used) and prints a table (also written next
 to it as .md).
 """
@@ -156,7 +156,7 @@ def set_rule(family, args):
 
 
 def score_set(name, hyps, refs, groups, args):
-    """The report entry of set ``name`` (spec §5.4) on prepared hypotheses and references."""
+    """The report entry of set ``name`` (docs/METHOD.md §7) on prepared hypotheses and references."""
     from diffusion_plugin import metrics
 
     family = name.split("/")[0]
@@ -183,7 +183,7 @@ def score_set(name, hyps, refs, groups, args):
 
 def encode(hub, examples, max_positions):
     """(sources, targets, references): ``<s> prompt`` and ``target </s>`` token tensors,
-    left-truncated to ``max_positions`` (spec §1.2), and each whole target as text after
+    left-truncated to ``max_positions`` (docs/METHOD.md §1), and each whole target as text after
     the tokenizer round trip (encode, decode), as the hypotheses come out."""
     import torch
 

@@ -4,10 +4,10 @@ Instruction-tuning data: JSON lines ``{"inputs": ..., "targets": ...}`` (plain o
 .gz) -> fairseq-binarized ``<s> inputs targets </s>`` pairs for prompted_translation.
 
   binarize       jsonl files -> sentencepiece pieces, left-truncated to --max-positions
-                 (method spec §1.2; what is cut is counted) -> fairseq-preprocess with
+                 (docs/METHOD.md §1; what is cut is counted) -> fairseq-preprocess with
                  the full vocabulary (--dict, e.g. XLM-R's dict.txt, or every piece of
                  the sentencepiece model), written atomically to --destdir
-  mix            a mixture of jsonl files drawn by ratio (default: FLAN 2022's, spec §5.2;
+  mix            a mixture of jsonl files drawn by ratio (default: FLAN 2022's, docs/METHOD.md §7;
                  files as scripts/download_flan_2022.sh names them)
   from-parallel  parallel text + a template with {src} -> jsonl
 
@@ -26,7 +26,7 @@ import numpy as np
 from diffusion_plugin import preprocessing
 from diffusion_plugin.constants import MASK_SYMBOL, SENTENCEPIECE_MODEL
 
-# scripts/flan_2022_ratio.json of the paper's code (spec §5.2); normalised when sampling
+# scripts/flan_2022_ratio.json of the paper's code (docs/METHOD.md §7); normalised when sampling
 FLAN_2022_RATIOS = {
     "flan_fs_noopt": 0.1, "flan_fs_opt": 0.1, "flan_zs_noopt": 0.1, "flan_zs_opt": 0.1,
     "t0_fs_noopt": 0.106, "t0_zs_noopt": 0.107, "t0_zs_opt": 0.107,
@@ -229,7 +229,7 @@ def get_parser():
 
     mixture = commands.add_parser("mix", help="a mixture of jsonl files drawn by ratio")
     mixture.add_argument("--dir", required=True, help="directory of the source files")
-    mixture.add_argument("--ratios", help="JSON {source: weight} (default: FLAN 2022's, spec §5.2)")
+    mixture.add_argument("--ratios", help="JSON {source: weight} (default: FLAN 2022's, docs/METHOD.md §7)")
     mixture.add_argument("--examples", type=int, required=True, help="number of examples to draw")
     mixture.add_argument("--seed", type=int, default=1, help="seed of the draw")
     mixture.add_argument("--out", required=True, help="output .jsonl or .jsonl.gz")
@@ -243,7 +243,7 @@ def get_parser():
     binarizer.add_argument("--force", action="store_true", help="replace a non-empty --destdir")
     binarizer.add_argument("--max-positions", type=int, default=512,
                            help="longest <s> inputs targets </s>; longer examples lose their "
-                           "first tokens (spec §1.2)")
+                           "first tokens (docs/METHOD.md §1)")
     binarizer.add_argument("--source-lang", default="src", help="suffix of the inputs side")
     binarizer.add_argument("--target-lang", default="tgt", help="suffix of the targets side")
     binarizer.add_argument("--workers", type=int, default=1, help="number of parallel workers")

@@ -302,7 +302,7 @@ def test_samples_per_length_multiply_the_candidates_and_mbr_ranks_them(tiny_task
 
 def test_canvases_of_other_lengths_than_the_batch_get_their_own_target_positions(tiny_task, tiny_model):
     """The released code reuses the batch's prompt masks for length-beam canvases of other
-    lengths (method spec §3); here every canvas derives its own target positions."""
+    lengths (docs/DIFFERENCES.md, row 13); here every canvas derives its own target positions."""
     sample = batch(tiny_task, range(4))
     src_tokens = sample["net_input"]["src_tokens"]
     gen = generator(tiny_task)

@@ -1,9 +1,9 @@
-"""The instruct scoring of scripts/evaluate_instruct.py against the paper's rules (method
-spec §5.4, DLLM:scripts/metric_instruct.py), on at least 200 constructed predictions per
+"""The instruct scoring of scripts/evaluate_instruct.py against the paper's rules
+(docs/METHOD.md §7; its scorer scripts/metric_instruct.py), on at least 200 constructed predictions per
 set, and the script on small files in the paper's layout (MMLU test 0/2-shot, IWSLT14
 test deen/ende, TyDiQA, MGSM, BBH with empty targets).
 
-The paper's rule is written here from the spec: hypothesis and reference both go
+The paper's rule is written here from its scorer: hypothesis and reference both go
 through the model's tokenizer and transformers' decode (``XLMRobertaTokenizer.decode``
 with ``clean_up_tokenization_spaces=True``), are lower-cased and stripped; exact match
 for MMLU/BBH/TyDiQA; MGSM's last ``\\d+(,\\d+)*`` as an integer (-0x7fffffff when there
@@ -243,7 +243,7 @@ def write_jsonl(path, records):
 
 @pytest.fixture(scope="module")
 def paper_layout(tmp_path_factory):
-    """Small files laid out as the paper's data/instruct (spec §5.3)."""
+    """Small files laid out as the paper's data/instruct (docs/INSTRUCT.md)."""
     root = tmp_path_factory.mktemp("instruct")
     question = "The following are multiple choice questions (with answers) about algebra. Q: 1+1? (A) 2 (B) 3 A:"
     for shot in ("0-shot", "2-shot"):

@@ -1,5 +1,5 @@
 """examples/paper/train.sh: for every TASK x SIZE x GPUS its commands (DRY_RUN=1) parse with
-fairseq's own parsers and hold the paper's settings (method spec §3, §6.2, §6.3): the batch
+fairseq's own parsers and hold the paper's settings (docs/METHOD.md §5, §8): the batch
 per update recomputed from the printed flags, steps, the two length stages, checkpoint
 selection and the evaluation rows."""
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # bash examples/paper/train.sh runs (subprocesses
 TASKS = ["iwslt14", "wmt14", "gigaword10k", "flan2022"]
 SIZES = ["base", "large", "xl", "xxl"]
 GPUS = [1, 2, 4, 8]
-# Paper-v3 Table 5 (tokens per update) and Table 6 (sequences per update), spec §6.2-6.3
+# the paper's Table 5 (tokens per update) and Table 6 (sequences per update)
 PAPER_TOKENS = {"iwslt14": 32 * 1024, "wmt14": 128 * 1024, "gigaword10k": 16 * 1024}
 PAPER_SEQUENCES = {"base": 512, "large": 512, "xl": 1024, "xxl": 2048}
 PAPER_STEPS = {
@@ -24,8 +24,8 @@ PAPER_STEPS = {
     "gigaword10k": {"base": 30000, "large": 10000, "xl": 5000, "xxl": 1000},
     "flan2022": {"base": 70000, "large": 30000, "xl": 17000, "xxl": 4000},
 }
-LENGTH_STAGE = {"task": (30000, 5e-5, 256), "flan2022": (16000, 1e-5, 256)}  # spec §3
-BLEU_TOKENIZER = {"iwslt14": "13a", "wmt14": "intl"}  # spec §5.4
+LENGTH_STAGE = {"task": (30000, 5e-5, 256), "flan2022": (16000, 1e-5, 256)}  # docs/METHOD.md §8
+BLEU_TOKENIZER = {"iwslt14": "13a", "wmt14": "intl"}  # docs/METHOD.md §7
 
 
 def dry_run(task, size, gpus, tmp_path):

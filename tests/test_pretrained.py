@@ -1,6 +1,6 @@
 """--pretrained-mlm from Hugging Face XLM-R / XLM-R XL and fairseq RoBERTa checkpoints,
 vocabulary pruning, the released-checkpoint converter and the Hugging Face export
-(method spec §1.1, §3, §6.4). Every source model is built and saved here."""
+(docs/METHOD.md §1, §5, §8). Every source model is built and saved here."""
 
 import copy
 import json
@@ -185,7 +185,7 @@ def test_huggingface_xlmr_xl_from_pytorch_model_bin(tmp_path, tokenizer, vocabul
     )
     hf_model.config.save_pretrained(directory)
     config = json.loads((directory / "config.json").read_text())
-    # as facebook/xlm-roberta-xxl's config.json has it (method spec §1.1)
+    # as facebook/xlm-roberta-xxl's config.json has it (docs/METHOD.md §1)
     config.update(model_type="xlm-roberta", architectures=["XLMRobertaXLForMaskedLM"])
     (directory / "config.json").write_text(json.dumps(config))
     torch.save(hf_model.state_dict(), directory / "pytorch_model.bin")
@@ -268,7 +268,7 @@ def test_fairseq_roberta_checkpoint_and_xlmr_directory_give_their_logits(tmp_pat
 
 class ReleasedLayout(nn.Module):
     """The module tree of the released checkpoints (Diffusion-LLM's
-    DiscreteDiffusionXLMRModel, method spec §3): ``model`` (the Hugging Face masked LM),
+    DiscreteDiffusionXLMRModel, docs/METHOD.md §5): ``model`` (the Hugging Face masked LM),
     ``length_trm`` and ``length_predictor`` over max_position_embeddings classes."""
 
     def __init__(self, mlm):

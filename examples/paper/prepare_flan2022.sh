@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# FLAN 2022 for the paper recipe (method spec §5.2, §6.3): the SirNeural/flan_v2 files
+# FLAN 2022 for the paper recipe (docs/METHOD.md §7, §8): the SirNeural/flan_v2 files
 # (scripts/download_flan_2022.sh), a mixture drawn by the paper's ratios, and XLM-R's
 # sentencepiece model with its full vocabulary (dict.txt), left-truncated to 512 tokens.
 #   bash examples/paper/prepare_flan2022.sh XLMR_DIR [WORKDIR] [EXAMPLES]

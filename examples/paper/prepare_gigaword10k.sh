@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Gigaword-10K for the paper recipe (method spec §5.1: 10K training pairs of Gigaword,
-# Paper-v3 A.2): Rush et al.'s Gigaword headline data (the archive Hugging Face's
+# Gigaword-10K for the paper recipe (the paper's §A.2: 10K training pairs of Gigaword): Rush et al.'s Gigaword headline data (the archive Hugging Face's
 # `gigaword` dataset reads; set GIGAWORD_URL to use another copy), its first 10,000
 # training pairs, its validation pairs' first 1,000 and its 1,951-pair test set, prompted
 # and encoded with XLM-R's sentencepiece model (pruned vocabulary). The paper's exact

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IWSLT14 De->En for the paper recipe (method spec §5.1, §6.2): fairseq's standard
+# IWSLT14 De->En for the paper recipe (docs/METHOD.md §8): fairseq's standard
 # preparation (examples/translation/prepare-iwslt14.sh: download, Moses tokenization,
 # lower-casing, train/valid/test split), then its text before BPE is prompted and
 # encoded with XLM-R's sentencepiece model, keeping the pieces of the training data

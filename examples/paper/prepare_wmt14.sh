@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WMT14 En->De for the paper recipe (method spec §5.1, §6.2): fairseq's standard
+# WMT14 En->De for the paper recipe (docs/METHOD.md §8): fairseq's standard
 # preparation (examples/translation/prepare-wmt14en2de.sh: download, Moses
 # tokenization, newstest2013 valid / newstest2014 test), then its text before BPE is
 # prompted and encoded with XLM-R's sentencepiece model (pruned vocabulary).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's runs (method spec §3, §6.1-6.3, Paper-v3 Tables 5-6) from XLM-R, then its
+# The paper's runs (docs/METHOD.md §5, §8; the paper's Tables 5-6) from XLM-R, then its
 # evaluation rows:
 #   bash examples/paper/train.sh TASK SIZE XLMR_DIR [WORKDIR]
 # TASK: iwslt14 | wmt14 | gigaword10k | flan2022 (data from examples/paper/prepare_TASK.sh);
@@ -42,7 +42,7 @@ if [ "$task" = flan2022 ]; then  # batch in sequences, lr 1e-5, full vocabulary 
   batch=(--batch-size 2 --update-freq "$((flan_batch[$size] / 2 / gpus))" --lr 1e-5)
   length_batch=(--batch-size 16 --update-freq "$((256 / 16 / gpus))" --lr 1e-5) length_update=16000
   vocab=(--pretrained-vocab full) untie=()
-else  # batch in tokens, lr 5e-5, pruned (so untied) vocabulary (Table 5, spec §1.1)
+else  # batch in tokens, lr 5e-5, pruned (so untied) vocabulary (Table 5, docs/METHOD.md §1)
   update_freq=$(( tokens > 4096 * gpus ? tokens / (4096 * gpus) : 1 ))
   batch=(--max-tokens "$((tokens / gpus / update_freq))" --update-freq "$update_freq" --lr 5e-5)
   length_batch=(--batch-size 4 --update-freq "$((256 / 4 / gpus))" --lr 5e-5) length_update=30000
