@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # scripts/prepare_prompted.py runs for the model 
 transformers = pytest.importorskip("transformers")
 evaluate_instruct = load_script("evaluate_instruct")
 
-NORMALIZATION = [  # references XLM-R's sentencepiece normalises (issue 16)
+NORMALIZATION = [  # references XLM-R's sentencepiece normalises
     "two  spaces", "a\u00a0b", "line\nbreak", "120 km²", "（1997）", "กำแพงเมือง", "মে\u200cয়ে", "৫ কিমি²",
 ]
 WRONG = "nothing like it"
@@ -215,7 +215,7 @@ def test_default_scoring_equals_the_papers_rule_on_every_constructed_prediction(
     assert 0 < sum(p == pytest.approx(100.0) for p in paper) < len(paper)  # both verdicts occur
 
 
-def test_the_previous_rules_differ_from_the_papers_on_the_issue_cases(hub, paper_decode):
+def test_the_optional_rules_differ_from_the_papers_on_normalised_and_numeric_cases(hub, paper_decode):
     # TyDiQA: a perfect output loses the normalised references against the raw jsonl target
     perfect = [(t, t) for t in NORMALIZATION]
     assert paper_scores("tydiqa/0-shot", perfect, paper_decode) == [100.0] * len(perfect)
@@ -226,7 +226,7 @@ def test_the_previous_rules_differ_from_the_papers_on_the_issue_cases(hub, paper
     pairs = [(tokenised(r), r) for r in IWSLT_REFS if len(r.split()) > 3 and "'ll" not in r]
     assert paper_scores("iwslt14/0-shot", pairs, paper_decode) == pytest.approx([100.0] * len(pairs))
     assert min(project_scores("iwslt14/0-shot", pairs, hub, "--no-clean-up-tokenization-spaces")) < 100.0
-    # MGSM: the issue's cases under the paper's integer rule and the decimal option
+    # MGSM: signed numbers, ranges and decimals under the paper's integer rule and the decimal option
     ref = "# # # 18"
     preds = ["-18", "16-18", "18.0", "$18.00", "18.5"]
     assert paper_scores("mgsm/0-shot", [(p, ref) for p in preds], paper_decode) == [100.0, 100.0, 0.0, 0.0, 0.0]
