@@ -6,18 +6,12 @@ import pytest
 import torch
 
 from helpers import batch
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
+from diffusion_plugin.strategies import ReverseStrategy, example_strategies, token_proposals
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config, generator_arguments
 
-DETERMINISTIC = [
-    "reparam-uncond-deterministic-cosine",
-    "reparam-cond-deterministic-linear",
-    "mask-predict",
-    "mask-predict-cosine",
-    "threshold0.05",
-]
-RANDOM = ["reparam-uncond-stochastic2.0-linear", "ancestral"]
+DETERMINISTIC = example_strategies(random=False)
+RANDOM = example_strategies(random=True)
 MASK = 3
 
 
@@ -32,7 +26,7 @@ def body(hypo):
 @pytest.mark.parametrize(
     "strategy,confidence",
     [(s, c) for s in DETERMINISTIC for c in ("prob", "margin", "entropy")
-     if c == "prob" or not s.startswith("mask-predict")],
+     if c == "prob" or ReverseStrategy.parse(s).ranks_by_confidence],
 )
 def test_batch_of_many_equals_batch_of_one(tiny_task, tiny_model, strategy, confidence):
     gen = generator(tiny_task, max_iter=5, beam_size=3, decoding_strategy=strategy, unmasking_confidence=confidence)
@@ -56,15 +50,14 @@ def test_every_strategy_fills_every_position_within_k_steps(tiny_task, tiny_mode
 
 
 def test_mask_predict_keeps_the_linear_number_of_masks_and_ranks_by_stored_scores():
-    diffusion = AbsorbingDiffusion(MASK)
     strategy = ReverseStrategy.parse("mask-predict")
     tokens = torch.tensor([[10, MASK, MASK, MASK, MASK, 2]])
     scores = torch.tensor([[-0.1, -math.inf, -math.inf, -math.inf, -math.inf, 0.0]])
     decodable = torch.tensor([[False, True, True, True, True, False]])
     proposal_tokens = torch.tensor([[10, 11, 12, 13, 14, 2]])
     proposal_scores = torch.tensor([[0.0, -0.5, -0.2, -3.0, -0.3, 0.0]])
-    new_tokens, new_scores = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 2, 4, strategy
+    new_tokens, new_scores = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 2, 4, MASK
     )
     # floor(4 * (1 - 2/4)) = 2 stay masked: the two lowest of (-0.5, -0.2, -3.0, -0.3).
     assert new_tokens.tolist() == [[10, MASK, 12, MASK, 14, 2]]
@@ -74,14 +67,13 @@ def test_mask_predict_keeps_the_linear_number_of_masks_and_ranks_by_stored_score
     tokens = torch.tensor([[10, 20, MASK, MASK, 21, 2]])
     scores = torch.tensor([[0.0, -5.0, -math.inf, -math.inf, -0.1, 0.0]])
     proposal_scores = torch.tensor([[0.0, -0.01, -0.2, -0.3, -0.01, 0.0]])
-    new_tokens, _ = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 3, 4, strategy
+    new_tokens, _ = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 3, 4, MASK
     )
     assert new_tokens.tolist() == [[10, MASK, 12, 13, 21, 2]]
 
 
 def test_threshold_commits_every_confident_position_and_at_least_one():
-    diffusion = AbsorbingDiffusion(MASK)
     strategy = ReverseStrategy.parse("threshold0.5")
     tokens = torch.tensor([[MASK, MASK, MASK, MASK], [MASK, MASK, MASK, 9]])
     scores = torch.full((2, 4), -math.inf)
@@ -89,12 +81,12 @@ def test_threshold_commits_every_confident_position_and_at_least_one():
     decodable = torch.ones(2, 4, dtype=torch.bool)
     proposal_tokens = torch.tensor([[11, 12, 13, 14], [15, 16, 17, 18]])
     proposal_scores = torch.log(torch.tensor([[0.9, 0.2, 0.6, 0.1], [0.3, 0.4, 0.1, 0.99]]))
-    new_tokens, _ = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 1, 10, strategy
+    new_tokens, _ = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 1, 10, MASK
     )
     assert new_tokens.tolist() == [[11, MASK, 13, MASK], [MASK, 16, MASK, 9]]
-    new_tokens, _ = diffusion.reverse_step(
-        new_tokens, scores, decodable, proposal_tokens, proposal_scores, 10, 10, strategy
+    new_tokens, _ = strategy.reverse_step(
+        new_tokens, scores, decodable, proposal_tokens, proposal_scores, 10, 10, MASK
     )
     assert not new_tokens.eq(MASK).any()
 
