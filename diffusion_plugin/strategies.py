@@ -344,6 +344,107 @@ class Threshold(ReverseStrategy):
         return torch.zeros_like(inputs.decodable), to_fill
 
 
+# ---------------------------------------------------------------- DUS
+OFFSET_BITS = 20
+"""Bits of a target offset in the dilated order (targets up to 2**20 tokens)."""
+
+
+def dilated_order(offsets: Tensor) -> Tensor:
+    """The rank of each target offset (LongTensor, any shape) in the dilated order: its
+    bit reversal, so 0, 8, 4, 12, 2, ... for 16 offsets: the stride halves level by level
+    and every even offset comes before every odd one, whatever the target's length."""
+    order = torch.zeros_like(offsets)
+    for _ in range(OFFSET_BITS):
+        order = (order << 1) | (offsets & 1)
+        offsets = offsets >> 1
+    return order
+
+
+@register_strategy("dilated")
+@dataclass(frozen=True)
+class Dilated(ReverseStrategy):
+    """Dilated unmasking (DUS, Luxembourg et al., 2025, arXiv 2506.19037): a step never
+    commits two adjacent target positions, so no two neighbours are guessed together.
+
+    Each step commits the schedule's count, ``masked now - floor(N * rate(K - s, K))``,
+    of masked positions in the dilated order of their target offsets
+    (:func:`dilated_order`: 0, 4, 8, ... then 2, 6, ... then the odd ones), but never
+    even and odd offsets in the same step: a step that reaches the last even offset
+    stops there, and the next steps catch up with the schedule. Step K - 1 commits every
+    even offset left, so step K commits odd ones only; no two committed in one step are
+    neighbours whenever K >= 2 (with K = 1 the one step commits everything). Never
+    re-masks; the order is fixed, not ranked by confidence.
+    """
+
+    grammar = "dilated[-<schedule>]"
+    summary = "dilated unmasking (DUS): never two neighbours in one step, default schedule cosine"
+    examples = ("dilated", "dilated-linear")
+
+    schedule: str = "cosine"
+
+    @classmethod
+    def from_name(cls, name):
+        match = re.fullmatch(rf"dilated{schedule_suffix(optional=True)}", name)
+        return None if match is None else cls(schedule=match["schedule"] or "cosine")
+
+    def select(self, inputs):
+        nothing = torch.zeros_like(inputs.decodable)
+        if inputs.last:
+            return nothing, inputs.masked
+        positions = torch.arange(inputs.tokens.size(1), device=inputs.tokens.device).expand_as(inputs.tokens)
+        first = inputs.decodable.long().argmax(1, keepdim=True)  # the row's first target position
+        offsets = (positions - first).clamp(min=0)
+        masked_even = inputs.masked & (offsets % 2 == 0)
+        phase = torch.where(masked_even.any(1, keepdim=True), masked_even, inputs.masked)
+        num_masked = num_masked_after(inputs.decodable.sum(1), inputs.step, inputs.max_step, self.schedule)
+        count = (inputs.masked.sum(1) - num_masked).clamp(min=0)
+        if inputs.step == inputs.max_step - 1:  # leave only odd offsets to the last step
+            count = torch.maximum(count, masked_even.sum(1))
+        return nothing, lowest(dilated_order(offsets), phase, count)
+
+
+# ---------------------------------------------------------------- WINO
+@register_strategy("wino")
+@dataclass(frozen=True)
+class DraftAndVerify(ReverseStrategy):
+    """Draft and verify (WINO, "wide in, narrow out", Hong et al., 2025, arXiv 2507.18578).
+
+    Draft: every masked position whose proposal has probability >= ``draft`` takes it,
+    at least the most probable one. Verify: every token committed at an earlier step
+    whose probability under this step's forward is below ``verify`` becomes ``<mask>``
+    again, the least probable first and at most one fewer than the step drafts, so each
+    step leaves at least one mask fewer and decoding ends. A canvas without ``<mask>``
+    is final (verification runs while drafting); step K commits every position and
+    re-masks none. Ranks by probability, not ``--unmasking-confidence``.
+    """
+
+    grammar = "wino<draft>-<verify>"
+    summary = "WINO draft and verify: draft at probability >= draft, re-mask committed tokens below verify (0 < draft <= verify <= 1)"
+    examples = ("wino0.5-0.9", "wino0.1-0.5")
+    revises_committed = True
+    reads_canvas_scores = True
+
+    draft: float = 0.5
+    verify: float = 0.9
+
+    @classmethod
+    def from_name(cls, name):
+        match = re.fullmatch(rf"wino(?P<draft>{NUMBER})-(?P<verify>{NUMBER})", name)
+        if match is None or not 0.0 < float(match["draft"]) <= float(match["verify"]) <= 1.0:
+            return None
+        return cls(draft=float(match["draft"]), verify=float(match["verify"]))
+
+    def select(self, inputs):
+        if inputs.last:
+            return torch.zeros_like(inputs.decodable), inputs.masked
+        confident = inputs.proposal_scores >= math.log(self.draft)
+        drafted = inputs.masked & (confident | most_confident(inputs.proposal_scores, inputs.masked))
+        committed = inputs.decodable & ~inputs.masked
+        doubtful = committed & (inputs.canvas_scores < math.log(self.verify))
+        most_remasked = (drafted.sum(1) - 1).clamp(min=0)
+        return lowest(inputs.canvas_scores, doubtful, most_remasked), drafted
+
+
 # -------------------------------------------------------------------- token proposals
 def token_proposals(logits: Tensor, temperature: float = 1.0, sampling: bool = False,
                     confidence: str = "prob", generator: Optional[torch.Generator] = None,
