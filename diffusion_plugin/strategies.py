@@ -63,6 +63,13 @@ def schedule_suffix(optional: bool = False) -> str:
     return group + ("?" if optional else "")
 
 
+def optional_schedule(kind: str, name: str, default: str) -> Optional[str]:
+    """The schedule that ``name`` = ``kind[-<schedule>]`` names (``default`` if none), or
+    None if ``name`` is not of that form."""
+    match = re.fullmatch(re.escape(kind) + schedule_suffix(optional=True), name)
+    return None if match is None else match["schedule"] or default
+
+
 NUMBER = r"[0-9]*\.?[0-9]+"
 
 
@@ -281,8 +288,8 @@ class MaskPredict(ReverseStrategy):
 
     @classmethod
     def from_name(cls, name):
-        match = re.fullmatch(rf"mask-predict{schedule_suffix(optional=True)}", name)
-        return None if match is None else cls(schedule=match["schedule"] or "linear")
+        schedule = optional_schedule("mask-predict", name, default="linear")
+        return None if schedule is None else cls(schedule=schedule)
 
     def select(self, inputs):
         num_masked = num_masked_after(inputs.decodable.sum(1), inputs.step, inputs.max_step, self.schedule)
@@ -384,8 +391,8 @@ class Dilated(ReverseStrategy):
 
     @classmethod
     def from_name(cls, name):
-        match = re.fullmatch(rf"dilated{schedule_suffix(optional=True)}", name)
-        return None if match is None else cls(schedule=match["schedule"] or "cosine")
+        schedule = optional_schedule("dilated", name, default="cosine")
+        return None if schedule is None else cls(schedule=schedule)
 
     def select(self, inputs):
         nothing = torch.zeros_like(inputs.decodable)
