@@ -12,7 +12,7 @@ from enum import Enum
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, STRATEGY_HELP, ReverseStrategy
+from diffusion_plugin.strategies import CONFIDENCES, ReverseStrategy, strategy_help
 
 LENGTH_BEAM_MODES = ("topk", "window")
 CANDIDATE_SELECTIONS = ("score", "joint", "mbr-bleu", "mbr-chrf")
@@ -33,13 +33,14 @@ FAIRSEQ_GENERATION_OPTIONS = {
 class DecodingConfig(FairseqDataclass):
     decoding_strategy: str = field(
         default="reparam-uncond-deterministic-cosine",
-        metadata={"help": f"reverse process: {STRATEGY_HELP}"},
+        metadata={"help": "reverse process: a registered strategy (the help lists them)"},
     )
     unmasking_confidence: ChoiceEnum(CONFIDENCES) = field(
         default="prob",
         metadata={
-            "help": "what ranks positions for reparam and threshold strategies: the "
-            "token's probability, the margin to the second token, or 1 - normalised entropy"
+            "help": "what ranks positions for the strategies ranked by confidence (marked "
+            "in --decoding-strategy's help): the token's probability, the margin to the "
+            "second token, or 1 - normalised entropy"
         },
     )
     guidance_scale: float = field(
@@ -106,13 +107,19 @@ class DecodingConfig(FairseqDataclass):
         },
     )
 
+    def _get_help(self, attribute_name):
+        """A field's help; --decoding-strategy's lists the strategies registered now."""
+        if attribute_name == "decoding_strategy":
+            return f"reverse process: {strategy_help()}"
+        return super()._get_help(attribute_name)
+
     def validate(self) -> ReverseStrategy:
         """The parsed --decoding-strategy; a ValueError naming the flag of a bad option."""
         strategy = ReverseStrategy.parse(self.decoding_strategy)
         checks = [
             (str(self.unmasking_confidence) in CONFIDENCES,
              f"--unmasking-confidence {self.unmasking_confidence!r}: choose from {CONFIDENCES}"),
-            (strategy.kind not in ("mask-predict", "ancestral") or self.unmasking_confidence == "prob",
+            (strategy.ranks_by_confidence or self.unmasking_confidence == "prob",
              f"--decoding-strategy {self.decoding_strategy} does not rank by confidence; drop "
              f"--unmasking-confidence {self.unmasking_confidence}"),
             (self.guidance_scale >= 0, f"--guidance-scale must be >= 0, got {self.guidance_scale}"),

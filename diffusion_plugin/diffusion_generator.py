@@ -5,8 +5,8 @@
 one canvas per candidate, denoises all canvases of a batch together
 (:meth:`DiffusionGenerator.denoise`, one :meth:`DiffusionGenerator.step` at a time) and
 orders each sentence's candidates (:meth:`DiffusionGenerator.select`). The model is
-only a network (features and logits at given positions); the math of a reverse step
-is ``absorbing_diffusion.py``'s.
+only a network (features and logits at given positions); what a reverse step commits
+and re-masks is the ``--decoding-strategy``'s (``strategies.py``).
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ import torch
 from fairseq import utils
 from torch import Tensor
 
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, token_proposals
+from diffusion_plugin.strategies import token_log_probs, token_proposals
 from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.decoding_config import DecodingConfig
 from diffusion_plugin.modules.length_classes import (
@@ -93,16 +93,16 @@ class DiffusionGenerator:
     canvases (which differ only under sampling or a stochastic strategy); all canvases of
     a batch are denoised together for at most ``max_iter`` steps. A canvas is finished
     (its output kept) as soon as nothing in it is masked and no later step can change it
-    (``AbsorbingDiffusion.may_change_unmasked``: ``reparam-cond-*`` keeps a canvas while
-    its schedule still re-masks), so stopping early changes no output
-    (``force_max_iter`` runs every step anyway, as the official code does); it stays in
-    the batch until every canvas is finished (:meth:`leave_batch`). Candidates are ordered
-    by mean token log-prob or by minimum Bayes risk.
+    (the strategy's ``may_change_unmasked``: ``reparam-cond-*`` goes on while its
+    schedule still re-masks), so stopping early changes no output (``force_max_iter``
+    runs every step anyway, as the official code does); it stays in the batch until every
+    canvas is finished (:meth:`leave_batch`). Candidates are ordered by mean token
+    log-prob or by minimum Bayes risk.
 
     ``decoding`` holds the plugin's options (:class:`DecodingConfig`; ``options``
-    override its fields by name), read from it and nowhere else; ``diffusion`` is the
-    task's :class:`AbsorbingDiffusion` (the criterion's too); the other arguments are
-    fairseq's generation options (``FAIRSEQ_GENERATION_OPTIONS``).
+    override its fields by name), read from it and nowhere else; its parsed
+    ``--decoding-strategy`` is ``strategy``; the other arguments are fairseq's
+    generation options (``FAIRSEQ_GENERATION_OPTIONS``).
     :meth:`candidate_groups`, :meth:`leave_batch`, :meth:`head_positions` and
     :meth:`step_logits` are the hooks the speed benchmark's slower variants override
     (benchmarks/variants.py).
@@ -112,7 +112,6 @@ class DiffusionGenerator:
         self,
         tgt_dict,
         decoding: Optional[DecodingConfig] = None,
-        diffusion: Optional[AbsorbingDiffusion] = None,
         max_iter: int = 10,
         beam_size: int = 1,
         retain_history: bool = False,
@@ -136,7 +135,6 @@ class DiffusionGenerator:
         self.eos = tgt_dict.eos()
         self.mask = tgt_dict.index(MASK_SYMBOL)
         self.never_emitted = [self.mask, self.pad, tgt_dict.bos(), self.eos]
-        self.diffusion = diffusion or AbsorbingDiffusion(self.mask)
         self.max_iter = max_iter
         self.beam_size = beam_size
         self.num_candidates = beam_size * self.decoding.samples_per_length
@@ -277,8 +275,8 @@ class DiffusionGenerator:
                 done = tokens.new_zeros(tokens.size(0)).bool()
             else:
                 num_tokens = tokens.ne(self.pad).sum(1) - canvases.prompt_lengths - 1
-                done = ~tokens.eq(self.mask).any(1) & ~AbsorbingDiffusion.may_change_unmasked(
-                    num_tokens, canvases.step, self.max_iter, self.strategy
+                done = ~tokens.eq(self.mask).any(1) & ~self.strategy.may_change_unmasked(
+                    num_tokens, canvases.step, self.max_iter
                 )
             for local in done.nonzero().view(-1).tolist():
                 index = int(active[local])
@@ -305,7 +303,7 @@ class DiffusionGenerator:
         """One reverse-diffusion step of every canvas: a proposal at the LM-head
         positions (``<mask>``, ``<pad>``, ``<s>``, ``</s>`` never proposed; argmax, or a
         sample at ``--temperature`` with ``--sampling``), then ``--decoding-strategy``'s
-        commit and re-mask (``AbsorbingDiffusion.reverse_step``). Returns the next
+        commit and re-mask (``ReverseStrategy.reverse_step``). Returns the next
         :class:`Canvases`."""
         tokens, scores = canvases.tokens, canvases.scores
         decodable = self.decodable_positions(tokens, canvases.prompt_lengths)
@@ -321,10 +319,15 @@ class DiffusionGenerator:
         proposal_confidence = torch.zeros_like(scores).masked_scatter(
             head_positions, best_confidence
         )
+        canvas_scores = None
+        if self.strategy.reads_canvas_scores:
+            canvas_scores = torch.zeros_like(scores).masked_scatter(head_positions, token_log_probs(
+                logits, tokens[head_positions], self.temperature, self.decoding.temperature_scales_scores,
+            ))
         step = canvases.step + 1
-        tokens, scores = self.diffusion.reverse_step(
+        tokens, scores = self.strategy.reverse_step(
             tokens, scores, decodable, proposal_tokens, proposal_scores, step, self.max_iter,
-            self.strategy, proposal_confidence=proposal_confidence,
+            self.mask, proposal_confidence=proposal_confidence, canvas_scores=canvas_scores,
         )
         history = canvases.history
         if history is not None:

@@ -63,8 +63,9 @@ def options():
     """[(component, [(flag, default, choices, help)])] of every component."""
     groups = []
     for title, config, names in COMPONENTS:
+        instance = config()  # fairseq's parser reads each help from an instance (_get_help)
         rows = [
-            ("--" + f.name.replace("_", "-"), default_of(f), choices_of(f), f.metadata.get("help", ""))
+            ("--" + f.name.replace("_", "-"), default_of(f), choices_of(f), instance._get_help(f.name) or "")
             for f in declared_fields(config, names)
         ]
         groups.append((title, rows))

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy
+from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion
+from diffusion_plugin.schedules import num_masked_after
+from diffusion_plugin.strategies import ReverseStrategy
 
 MASK = 99
 
@@ -75,17 +77,16 @@ def test_loss_weights():
 def test_cosine_and_linear_schedules():
     n = torch.tensor([10, 7, 1])
     for step in range(1, 5):
-        got = AbsorbingDiffusion.num_masked_after(n, step, 4, "cosine").tolist()
+        got = num_masked_after(n, step, 4, "cosine").tolist()
         assert got == [math.floor(v * math.cos(math.pi * step / 8)) for v in (10, 7, 1)]
-        got = AbsorbingDiffusion.num_masked_after(n, step, 4, "linear").tolist()
+        got = num_masked_after(n, step, 4, "linear").tolist()
         assert got == [math.floor(v * (1 - step / 4)) for v in (10, 7, 1)]
-    assert AbsorbingDiffusion.num_masked_after(n, 4, 4, "cosine").tolist() == [0, 0, 0]
+    assert num_masked_after(n, 4, 4, "cosine").tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("strategy", ["reparam-uncond-deterministic-cosine", "reparam-uncond-stochastic1.0-linear"])
 def test_uncond_reverse_step_leaves_exactly_the_scheduled_masks(strategy):
     torch.manual_seed(0)
-    diffusion = AbsorbingDiffusion(MASK, num_steps=50)
     parsed = ReverseStrategy.parse(strategy)
     decodable = torch.zeros(3, 12, dtype=torch.bool)
     decodable[0, 2:11] = True
@@ -97,10 +98,10 @@ def test_uncond_reverse_step_leaves_exactly_the_scheduled_masks(strategy):
     for step in range(1, steps + 1):
         proposal = torch.randint(10, 20, (3, 12))
         proposal_scores = -torch.rand(3, 12)
-        tokens, scores = diffusion.reverse_step(
-            tokens, scores, decodable, proposal, proposal_scores, step, steps, parsed
+        tokens, scores = parsed.reverse_step(
+            tokens, scores, decodable, proposal, proposal_scores, step, steps, MASK
         )
-        expected = AbsorbingDiffusion.num_masked_after(decodable.sum(1), step, steps, parsed.schedule)
+        expected = num_masked_after(decodable.sum(1), step, steps, parsed.schedule)
         assert torch.equal(tokens.eq(MASK).sum(1), expected)
         assert (tokens[~decodable] == 5).all(), "non-decodable positions are never touched"
         assert torch.isinf(scores[tokens.eq(MASK)]).all()
@@ -109,17 +110,16 @@ def test_uncond_reverse_step_leaves_exactly_the_scheduled_masks(strategy):
 
 def test_cond_reverse_step_never_masks_more_than_the_schedule():
     torch.manual_seed(1)
-    diffusion = AbsorbingDiffusion(MASK)
     parsed = ReverseStrategy.parse("reparam-cond-deterministic-cosine")
     decodable = torch.ones(4, 9, dtype=torch.bool)
     tokens = torch.full((4, 9), MASK)
     scores = torch.full((4, 9), float("-inf"))
     for step in range(1, 6):
         proposal = torch.randint(10, 13, (4, 9))
-        tokens, scores = diffusion.reverse_step(
-            tokens, scores, decodable, proposal, -torch.rand(4, 9), step, 5, parsed
+        tokens, scores = parsed.reverse_step(
+            tokens, scores, decodable, proposal, -torch.rand(4, 9), step, 5, MASK
         )
-        limit = AbsorbingDiffusion.num_masked_after(decodable.sum(1), step, 5, "cosine")
+        limit = num_masked_after(decodable.sum(1), step, 5, "cosine")
         assert (tokens.eq(MASK).sum(1) <= limit).all()
     assert not tokens.eq(MASK).any()
 

@@ -127,7 +127,7 @@ def test_logged_metrics(tiny_task, tiny_cfg, tiny_model):
     assert values["loss"] == pytest.approx(log["loss"].item() / log["sample_size"] / math.log(2), rel=1e-3)
 
 
-def test_one_schedule_with_the_flags_T_serves_the_criterion_and_the_generator(tiny_data):
+def test_the_criterion_noises_with_the_tasks_T_and_the_generator_holds_no_diffusion(tiny_data):
     from fairseq import tasks
 
     from helpers import training_cfg
@@ -136,7 +136,7 @@ def test_one_schedule_with_the_flags_T_serves_the_criterion_and_the_generator(ti
     task = tasks.setup_task(cfg.task)
     criterion = task.build_criterion(cfg.criterion)
     generator = task.build_generator([task.build_model(cfg.model)], cfg.generation)
-    assert generator.diffusion is criterion.diffusion is task.diffusion
-    assert criterion.diffusion.num_steps == 7
+    assert not hasattr(generator, "diffusion") and generator.strategy.kind == "reparam"
+    assert criterion.diffusion.num_steps == 7 and criterion.diffusion.schedule == "linear"
     t = torch.full((3,), 7)
     assert criterion.diffusion.loss_weight(t, "elbo").tolist() == [1.0, 1.0, 1.0]  # T / t

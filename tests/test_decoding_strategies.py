@@ -6,18 +6,13 @@ import pytest
 import torch
 
 from helpers import batch
-from diffusion_plugin.absorbing_diffusion import AbsorbingDiffusion, ReverseStrategy, token_proposals
+from test_golden_decoding import load_golden
+from diffusion_plugin.strategies import ReverseStrategy, example_strategies, token_proposals
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config, generator_arguments
 
-DETERMINISTIC = [
-    "reparam-uncond-deterministic-cosine",
-    "reparam-cond-deterministic-linear",
-    "mask-predict",
-    "mask-predict-cosine",
-    "threshold0.05",
-]
-RANDOM = ["reparam-uncond-stochastic2.0-linear", "ancestral"]
+DETERMINISTIC = example_strategies(random=False)
+RANDOM = example_strategies(random=True)
 MASK = 3
 
 
@@ -32,7 +27,7 @@ def body(hypo):
 @pytest.mark.parametrize(
     "strategy,confidence",
     [(s, c) for s in DETERMINISTIC for c in ("prob", "margin", "entropy")
-     if c == "prob" or not s.startswith("mask-predict")],
+     if c == "prob" or ReverseStrategy.parse(s).ranks_by_confidence],
 )
 def test_batch_of_many_equals_batch_of_one(tiny_task, tiny_model, strategy, confidence):
     gen = generator(tiny_task, max_iter=5, beam_size=3, decoding_strategy=strategy, unmasking_confidence=confidence)
@@ -56,15 +51,14 @@ def test_every_strategy_fills_every_position_within_k_steps(tiny_task, tiny_mode
 
 
 def test_mask_predict_keeps_the_linear_number_of_masks_and_ranks_by_stored_scores():
-    diffusion = AbsorbingDiffusion(MASK)
     strategy = ReverseStrategy.parse("mask-predict")
     tokens = torch.tensor([[10, MASK, MASK, MASK, MASK, 2]])
     scores = torch.tensor([[-0.1, -math.inf, -math.inf, -math.inf, -math.inf, 0.0]])
     decodable = torch.tensor([[False, True, True, True, True, False]])
     proposal_tokens = torch.tensor([[10, 11, 12, 13, 14, 2]])
     proposal_scores = torch.tensor([[0.0, -0.5, -0.2, -3.0, -0.3, 0.0]])
-    new_tokens, new_scores = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 2, 4, strategy
+    new_tokens, new_scores = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 2, 4, MASK
     )
     # floor(4 * (1 - 2/4)) = 2 stay masked: the two lowest of (-0.5, -0.2, -3.0, -0.3).
     assert new_tokens.tolist() == [[10, MASK, 12, MASK, 14, 2]]
@@ -74,14 +68,13 @@ def test_mask_predict_keeps_the_linear_number_of_masks_and_ranks_by_stored_score
     tokens = torch.tensor([[10, 20, MASK, MASK, 21, 2]])
     scores = torch.tensor([[0.0, -5.0, -math.inf, -math.inf, -0.1, 0.0]])
     proposal_scores = torch.tensor([[0.0, -0.01, -0.2, -0.3, -0.01, 0.0]])
-    new_tokens, _ = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 3, 4, strategy
+    new_tokens, _ = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 3, 4, MASK
     )
     assert new_tokens.tolist() == [[10, MASK, 12, 13, 21, 2]]
 
 
 def test_threshold_commits_every_confident_position_and_at_least_one():
-    diffusion = AbsorbingDiffusion(MASK)
     strategy = ReverseStrategy.parse("threshold0.5")
     tokens = torch.tensor([[MASK, MASK, MASK, MASK], [MASK, MASK, MASK, 9]])
     scores = torch.full((2, 4), -math.inf)
@@ -89,12 +82,12 @@ def test_threshold_commits_every_confident_position_and_at_least_one():
     decodable = torch.ones(2, 4, dtype=torch.bool)
     proposal_tokens = torch.tensor([[11, 12, 13, 14], [15, 16, 17, 18]])
     proposal_scores = torch.log(torch.tensor([[0.9, 0.2, 0.6, 0.1], [0.3, 0.4, 0.1, 0.99]]))
-    new_tokens, _ = diffusion.reverse_step(
-        tokens, scores, decodable, proposal_tokens, proposal_scores, 1, 10, strategy
+    new_tokens, _ = strategy.reverse_step(
+        tokens, scores, decodable, proposal_tokens, proposal_scores, 1, 10, MASK
     )
     assert new_tokens.tolist() == [[11, MASK, 13, MASK], [MASK, 16, MASK, 9]]
-    new_tokens, _ = diffusion.reverse_step(
-        new_tokens, scores, decodable, proposal_tokens, proposal_scores, 10, 10, strategy
+    new_tokens, _ = strategy.reverse_step(
+        new_tokens, scores, decodable, proposal_tokens, proposal_scores, 10, 10, MASK
     )
     assert not new_tokens.eq(MASK).any()
 
@@ -321,3 +314,105 @@ def test_more_length_candidates_than_length_classes_is_an_error(tiny_task, tiny_
     gen = generator(tiny_task, beam_size=tiny_model.cfg.length_classes + 1)
     with pytest.raises(ValueError, match="--iter-decode-with-beam 17 .* 16 length classes"):
         gen.generate([tiny_model], batch(tiny_task, range(2)))
+
+
+@pytest.mark.parametrize("strategy", ["dilated", "dilated-linear", "wino0.5-0.9", "wino0.1-0.5"])
+def test_repetition_samplers_give_the_same_output_in_a_batch_of_8_as_alone(strategy):
+    model, task, sample, _ = load_golden()
+    gen = generator(task, max_iter=10, beam_size=2, decoding_strategy=strategy)
+    together = gen.generate([model], rows_of(sample, range(8)))
+    for row in range(8):
+        alone = gen.generate([model], rows_of(sample, [row]))
+        assert [body(h).tolist() for h in alone[0]] == [body(h).tolist() for h in together[row]]
+
+
+def rows_of(sample, rows):
+    """The prompts of ``rows`` of a collated ``sample``, as wide as the longest of them."""
+    rows = torch.tensor(list(rows))
+    lengths = sample["net_input"]["src_lengths"][rows]
+    return {"net_input": {"src_tokens": sample["net_input"]["src_tokens"][rows, : int(lengths.max())],
+                          "src_lengths": lengths}}
+
+
+def newly_committed(history, mask):
+    """Per step of a retained history, bool (L,): positions that were <mask> and are not after it."""
+    return [before.eq(mask) & after.ne(mask) for before, after in zip(history, history[1:])]
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5, 10, 30])
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_dilated_unmasking_never_commits_two_neighbours_in_one_step(tiny_task, tiny_model, steps, schedule):
+    gen = generator(tiny_task, max_iter=steps, beam_size=3, decoding_strategy=f"dilated-{schedule}",
+                    retain_history=True)
+    targets = 0
+    for sentence in gen.generate([tiny_model], batch(tiny_task, range(12))):
+        for hypo in sentence:
+            history = [h["tokens"][:-1] for h in hypo["history"]]
+            assert not history[-1].eq(tiny_model.mask).any() and hypo["steps"] <= steps
+            for committed in newly_committed(history, tiny_model.mask):
+                assert not (committed[1:] & committed[:-1]).any()
+            targets += len(history[-1]) > 2
+    assert targets > 10
+
+
+def test_dilated_order_commits_even_offsets_first_with_halving_strides():
+    strategy = ReverseStrategy.parse("dilated-linear")
+    width = 9  # <s> and 8 target positions
+    tokens = torch.full((1, width), MASK)
+    tokens[0, 0] = 0
+    decodable = torch.arange(width).unsqueeze(0) >= 1
+    scores = torch.zeros(1, width).masked_fill(decodable, -math.inf)
+    proposal = torch.arange(10, 10 + width).unsqueeze(0)
+    committed_per_step = []
+    for step in range(1, 5):
+        new_tokens, scores = strategy.reverse_step(tokens, scores, decodable, proposal, -torch.rand(1, width),
+                                                   step, 4, MASK)
+        committed_per_step.append((tokens.eq(MASK) & new_tokens.ne(MASK))[0, 1:].nonzero().view(-1).tolist())
+        tokens = new_tokens
+    # linear over 4 steps: 2 per step, offsets 0, 4 then 2, 6 then the odd ones 1, 5 then 3, 7
+    assert committed_per_step == [[0, 4], [2, 6], [1, 5], [3, 7]]
+
+
+def test_wino_drafts_above_the_draft_threshold_and_remasks_below_the_verify_threshold():
+    strategy = ReverseStrategy.parse("wino0.5-0.9")
+    log = lambda values: torch.log(torch.tensor([values]))  # noqa: E731
+    tokens = torch.tensor([[20, 21, 22, MASK, MASK, MASK]])
+    scores = log([0.9, 0.9, 0.9, 0.0, 0.0, 0.0])
+    decodable = torch.ones(1, 6, dtype=torch.bool)
+    proposal = torch.tensor([[30, 21, 32, 33, 34, 35]])
+    proposal_scores = log([0.6, 0.95, 0.5, 0.7, 0.6, 0.2])
+    canvas_scores = log([0.3, 0.95, 0.5, 0.0, 0.0, 0.0])  # this step's probability of 20, 21, 22
+    new_tokens, new_scores = strategy.reverse_step(tokens, scores, decodable, proposal, proposal_scores, 2, 10,
+                                                   MASK, canvas_scores=canvas_scores)
+    # drafts 33 and 34 (>= 0.5), not 35 (0.2); 20 and 22 fall below 0.9 and two drafts allow one re-mask:
+    # the least probable, 20
+    assert new_tokens.tolist() == [[MASK, 21, 22, 33, 34, MASK]]
+    assert new_scores[0, 0] == -math.inf and new_scores[0, 3] == pytest.approx(math.log(0.7))
+    # nothing reaches the draft threshold: the most probable masked position is drafted, none re-masked
+    new_tokens, _ = strategy.reverse_step(tokens, scores, decodable, proposal, log([0.1] * 5 + [0.2]), 2, 10,
+                                          MASK, canvas_scores=canvas_scores)
+    assert new_tokens.tolist() == [[20, 21, 22, MASK, MASK, 35]]
+    # the last step commits everything and re-masks nothing
+    new_tokens, _ = strategy.reverse_step(tokens, scores, decodable, proposal, proposal_scores, 10, 10,
+                                          MASK, canvas_scores=canvas_scores)
+    assert new_tokens.tolist() == [[20, 21, 22, 33, 34, 35]]
+    # a canvas without <mask> is final
+    full = torch.tensor([[20, 21, 22, 23, 24, 25]])
+    assert strategy.reverse_step(full, scores, decodable, proposal, proposal_scores, 2, 10, MASK,
+                                 canvas_scores=log([0.01] * 6))[0].tolist() == full.tolist()
+
+
+@pytest.mark.parametrize("strategy", ["wino0.5-0.9", "wino0.1-0.5", "wino0.1-0.9"])
+def test_wino_decoding_remasks_and_terminates_with_one_mask_fewer_per_step(strategy):
+    model, task, sample, _ = load_golden()
+    gen = generator(task, max_iter=50, beam_size=2, decoding_strategy=strategy, retain_history=True)
+    remasked = 0
+    for sentence in gen.generate([model], sample):
+        for hypo in sentence:
+            history = [h["tokens"][:-1] for h in hypo["history"]]
+            masked = [int(h.eq(model.mask).sum()) for h in history]
+            assert all(after < before for before, after in zip(masked, masked[1:]))
+            assert masked[-1] == 0 and hypo["steps"] <= len(history[0])
+            remasked += sum(int((b.ne(model.mask) & a.eq(model.mask)).sum()) for b, a in zip(history, history[1:]))
+    if strategy.startswith("wino0.1-"):  # it drafts more than one token a step, so it may re-mask
+        assert remasked > 0, "the trained model's drafts should fail verification somewhere"

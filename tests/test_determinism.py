@@ -13,15 +13,16 @@ import pytest
 from fairseq_cli import generate
 
 from helpers import BIN, TASK_ARGS, run, save_checkpoint, training_cfg
+from diffusion_plugin.strategies import example_strategies
 
 pytestmark = pytest.mark.slow  # fairseq-generate runs (subprocesses)
 
 FLAGS = {
     "deterministic": ["--decoding-strategy", "reparam-uncond-deterministic-cosine"],
-    "stochastic remasking": ["--decoding-strategy", "reparam-uncond-stochastic1.0-cosine"],
-    "ancestral": ["--decoding-strategy", "ancestral"],
+    **{name: ["--decoding-strategy", name] for name in example_strategies(random=True)},
     "sampling": ["--sampling", "--temperature", "0.7", "--beam", "1"],
 }
+"""The default, every random strategy of the registry and sampling."""
 
 
 @pytest.fixture(scope="module")

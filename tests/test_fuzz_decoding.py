@@ -22,7 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffusion_plugin.absorbing_diffusion import CONFIDENCES, AbsorbingDiffusion, ReverseStrategy
+from diffusion_plugin.strategies import CONFIDENCES, STRATEGIES, ReverseStrategy, example_strategies
 from diffusion_plugin.decoding_config import CANDIDATE_SELECTIONS, LENGTH_BEAM_MODES
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from variants import MeasuredGenerator
@@ -55,18 +55,14 @@ def vocabulary(tiny_task):
 
 @st.composite
 def strategy_names(draw, deterministic):
-    kind = draw(st.sampled_from(["reparam", "mask-predict", "threshold", "ancestral"][: 3 if deterministic else 4]))
-    if kind == "reparam":
-        selection = "deterministic"
-        if not deterministic and draw(st.booleans()):
-            selection = f"stochastic{draw(st.floats(0.1, 3.0)):.2f}"
-        remask, schedule = draw(st.sampled_from(["cond", "uncond"])), draw(st.sampled_from(["cosine", "linear"]))
-        return f"reparam-{remask}-{selection}-{schedule}"
-    if kind == "mask-predict":
-        return draw(st.sampled_from(["mask-predict", "mask-predict-cosine", "mask-predict-linear"]))
-    if kind == "threshold":
-        return f"threshold{draw(st.floats(0.01, 1.0)):.2f}"
-    return "ancestral"
+    """A registered kind, then one of its example names (deterministic ones if asked)."""
+    names = example_strategies(random=False if deterministic else None)
+    kind = draw(st.sampled_from(sorted({ReverseStrategy.parse(name).kind for name in names})))
+    return draw(st.sampled_from([name for name in names if ReverseStrategy.parse(name).kind == kind]))
+
+
+def ranks_by_confidence(name):
+    return ReverseStrategy.parse(name).ranks_by_confidence
 
 
 @st.composite
@@ -79,7 +75,7 @@ def decoding_options(draw, deterministic):
         beam_size=draw(st.integers(1, 4)),
         length_beam_mode=draw(st.sampled_from(LENGTH_BEAM_MODES)),
         oracle_length=draw(st.booleans()),
-        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if ranks_by_confidence(strategy) else "prob",
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=not deterministic and draw(st.booleans()),
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
@@ -167,7 +163,7 @@ def test_decoding_invariants(tiny_task, model, vocabulary):
     check()
     assert len(cases) >= CASES["invariants"]
     kinds = {ReverseStrategy.parse(o["decoding_strategy"]).kind for o in cases}
-    assert kinds == {"reparam", "mask-predict", "threshold", "ancestral"} and any(o["sampling"] for o in cases)
+    assert kinds == set(STRATEGIES) and any(o["sampling"] for o in cases)
 
 
 def test_deterministic_outputs_do_not_depend_on_the_batch(tiny_task, model, vocabulary):
@@ -196,13 +192,13 @@ def early_stopping_options(draw):
     else:
         strategy = draw(strategy_names(deterministic=False))
     sampling = draw(st.booleans())
-    random = sampling or "stochastic" in strategy or strategy == "ancestral"
+    random = sampling or ReverseStrategy.parse(strategy).random
     return dict(
         decoding_strategy=strategy,
         max_iter=draw(st.integers(2, 12)),
         beam_size=draw(st.integers(1, 4)),
         oracle_length=draw(st.booleans()),
-        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if strategy.startswith(("reparam", "threshold")) else "prob",
+        unmasking_confidence=draw(st.sampled_from(CONFIDENCES)) if ranks_by_confidence(strategy) else "prob",
         temperature=draw(st.floats(0.3, 2.0)),
         sampling=sampling,
         guidance_scale=draw(st.sampled_from([0.0, 0.0, 1.0])),
@@ -258,7 +254,6 @@ def test_cond_remasking_canvases_stop_only_when_no_step_can_change_them(schedule
     step: each canvas taken where the generator stops it equals the canvas after all K
     steps; taken at its first step without <mask> it differs for some."""
     strategy = ReverseStrategy.parse(f"reparam-cond-{selection}-{schedule}")
-    diffusion = AbsorbingDiffusion(mask_idx=3)
     random = torch.Generator().manual_seed(0)
     differ_at_first_unmasked = 0
     for max_step in (2, 5, 10, 20, 50):
@@ -272,12 +267,12 @@ def test_cond_remasking_canvases_stop_only_when_no_step_can_change_them(schedule
         for step in range(1, max_step + 1):
             proposal_tokens = torch.randint(0, 3, (rows, width), generator=random)
             proposal_scores = -3 * torch.rand(rows, width, generator=random)
-            tokens, scores = diffusion.reverse_step(
-                tokens, scores, decodable, proposal_tokens, proposal_scores, step, max_step,
-                strategy, generator=random,
+            tokens, scores = strategy.reverse_step(
+                tokens, scores, decodable, proposal_tokens, proposal_scores, step, max_step, 3,
+                generator=random,
             )
             unmasked = ~tokens.eq(3).any(1)
-            done = unmasked & ~diffusion.may_change_unmasked(num_tokens, step, max_step, strategy)
+            done = unmasked & ~strategy.may_change_unmasked(num_tokens, step, max_step)
             for row in range(rows):
                 if unmasked[row] and first_unmasked[row] is None:
                     first_unmasked[row] = tokens[row].clone()

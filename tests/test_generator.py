@@ -7,12 +7,9 @@ import torch
 
 from helpers import batch
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
+from diffusion_plugin.strategies import ReverseStrategy, example_strategies
 
-STRATEGIES = [
-    "reparam-uncond-deterministic-cosine",
-    "reparam-cond-deterministic-linear",
-    "reparam-uncond-stochastic1.0-cosine",
-]
+STRATEGIES = example_strategies()
 
 
 def generator(task, **kwargs):
@@ -49,7 +46,7 @@ def test_prompt_is_never_touched(tiny_task, tiny_model):
     assert not canvases.tokens.eq(tiny_model.mask).any()
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if "deterministic" in s])
+@pytest.mark.parametrize("strategy", example_strategies(random=False))
 def test_mixed_length_batch_equals_one_sentence_at_a_time(tiny_task, tiny_model, strategy):
     gen = generator(tiny_task, max_iter=6, beam_size=3, decoding_strategy=strategy)
     indices = list(range(12))
@@ -112,7 +109,7 @@ def emptied(sample, rows, dictionary):
     return dict(sample, target=target)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES + ["mask-predict", "threshold0.05"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_empty_targets_decode_to_an_empty_canvas_under_the_oracle_length(tiny_task, tiny_model, strategy):
     dictionary = tiny_task.target_dictionary
     gen = generator(tiny_task, max_iter=4, beam_size=2, oracle_length=True, decoding_strategy=strategy)
@@ -124,7 +121,7 @@ def test_empty_targets_decode_to_an_empty_canvas_under_the_oracle_length(tiny_ta
     for row in (0, 3):
         for hypo in mixed[row]:
             assert hypo["tokens"].tolist() == [dictionary.eos()] and hypo["score"].item() == 0.0
-    if "stochastic" not in strategy:  # the other rows decode as they do without the empty ones
+    if not ReverseStrategy.parse(strategy).random:  # the other rows decode as they do without the empty ones
         for row, other in zip((1, 2, 4, 5), alone):
             assert [h["tokens"].tolist() for h in mixed[row]] == [h["tokens"].tolist() for h in other]
     everything = gen.generate([tiny_model], emptied(sample, list(range(6)), dictionary))

@@ -11,15 +11,10 @@ from helpers import batch, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
+from diffusion_plugin.strategies import example_strategies
 from variants import MeasuredGenerator
 
-STRATEGIES = [
-    "reparam-uncond-deterministic-cosine",
-    "reparam-cond-deterministic-linear",
-    "mask-predict",
-    "threshold0.05",
-    "ancestral",
-]
+STRATEGIES = example_strategies()
 
 
 def decode(task, model, sample, generator_class=DiffusionGenerator, **kwargs):

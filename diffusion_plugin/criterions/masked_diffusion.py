@@ -9,7 +9,8 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from diffusion_plugin.absorbing_diffusion import WEIGHTINGS
+from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
+from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.modules.length_classes import length_targets
 
 
@@ -24,7 +25,17 @@ class MaskedDiffusionCriterionConfig(FairseqDataclass):
     )
     weighting: ChoiceEnum(list(WEIGHTINGS)) = field(
         default="linear",
-        metadata={"help": "per-row loss weight: linear T-t+1, constant T, elbo T/t"},
+        metadata={
+            "help": "per-row loss weight: linear T-t+1, constant T, elbo the schedule's ELBO "
+            "weight T (rate(t) - rate(t-1)) / rate(t) (T/t for the linear schedule)"
+        },
+    )
+    noise_schedule: str = field(
+        default="linear",
+        metadata={
+            "help": "forward masking probability rate(t, T) at time t (schedules.py): linear "
+            "t/T (the paper's) or cosine sin(pi t / 2T); stored with the checkpoint"
+        },
     )
     label_smoothing: float = field(
         default=0.0, metadata={"help": "label smoothing (0.1 for models trained from scratch)"}
@@ -53,20 +64,21 @@ class MaskedDiffusionCriterion(FairseqCriterion):
              + length_loss_factor * R / B * sum_examples CE(length)
 
     with n_row the row's maskable (target) tokens; ``sample_size`` = R, so the
-    optimised quantity is the mean over rows. The noise is the task's
-    :class:`AbsorbingDiffusion` (``--num-diffusion-steps`` T), whose reverse step the
-    task's generator runs.
+    optimised quantity is the mean over rows. The noise is an
+    :class:`AbsorbingDiffusion` with the task's ``--num-diffusion-steps`` T and this
+    criterion's ``--noise-schedule``.
     """
 
     def __init__(self, cfg: MaskedDiffusionCriterionConfig, task):
         super().__init__(task)
-        if not hasattr(task, "diffusion"):
+        if not hasattr(task.cfg, "num_diffusion_steps"):
             raise ValueError(
                 f"--criterion masked_diffusion needs --task prompted_translation, got "
                 f"{type(task).__name__}"
             )
         self.cfg = cfg
-        self.diffusion = task.diffusion
+        mask_idx = task.source_dictionary.index(MASK_SYMBOL)
+        self.diffusion = AbsorbingDiffusion(mask_idx, task.cfg.num_diffusion_steps, cfg.noise_schedule)
 
     def forward(self, model, sample, reduce=True):
         if hasattr(model, "length_predictor"):

@@ -19,7 +19,7 @@ from fairseq.tasks.translation import (
 )
 from omegaconf import II
 
-from diffusion_plugin.absorbing_diffusion import DEFAULT_NUM_STEPS, AbsorbingDiffusion
+from diffusion_plugin.absorbing_diffusion import DEFAULT_NUM_STEPS
 from diffusion_plugin.constants import MASK_SYMBOL, PROMPT_TEMPLATE_FILE, SENTENCEPIECE_MODEL
 from diffusion_plugin.data.prompted_pair_dataset import PromptedPairDataset
 from diffusion_plugin.decoding_config import DecodingConfig, decoding_config, generator_arguments
@@ -47,8 +47,9 @@ class PromptedTranslationConfig(TranslationConfig, DecodingConfig):
     num_diffusion_steps: int = field(
         default=DEFAULT_NUM_STEPS,
         metadata={
-            "help": "T of the diffusion (one schedule for the criterion and the generator): "
-            "a token is masked with probability t/T, t ~ U{1..T}"
+            "help": "T of the forward process that --criterion masked_diffusion trains on: "
+            "t ~ U{1..T}, a token is masked with probability rate(t, T) of its "
+            "--noise-schedule (t/T for linear); decoding takes --iter-decode-max-iter steps"
         },
     )
     truncate_source: bool = field(
@@ -123,11 +124,6 @@ class PromptedTranslationTask(TranslationTask):
     """
 
     cfg: PromptedTranslationConfig
-
-    def __init__(self, cfg: PromptedTranslationConfig, src_dict, tgt_dict):
-        super().__init__(cfg, src_dict, tgt_dict)
-        # one schedule: the criterion's forward noising and the generator's reverse steps
-        self.diffusion = AbsorbingDiffusion(src_dict.index(MASK_SYMBOL), cfg.num_diffusion_steps)
 
     @classmethod
     def setup_task(cls, cfg: PromptedTranslationConfig, **kwargs):
@@ -295,7 +291,6 @@ class PromptedTranslationTask(TranslationTask):
         return DiffusionGenerator(
             self.target_dictionary,
             decoding_config(self.cfg, args),
-            self.diffusion,
             max_positions=max_positions,
             **generator_arguments(args),
         )
