@@ -143,3 +143,17 @@ def test_two_workers_bf16_lora_checkpoint_decodes_and_trains_the_length_predicto
     for key, value in state["model"].items():
         if not key.startswith("length_head."):
             assert torch.equal(value, second[key]), f"{key} changed in stage two"
+
+
+def test_lm_eval_model_reads_a_lora_checkpoint_as_its_merged_one(tiny_data, lora_checkpoint, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from diffusion_plugin.lm_eval import DiffusionLM
+
+    _, lora = lora_checkpoint
+    merged = tmp_path / "merged.pt"
+    load_script("merge_lora").main([str(lora), str(merged), "--data", str(tiny_data)])
+    requests = [Instance("loglikelihood", {}, ("reverse : w1 w2 w3 =", " w3 w2 w1"), 0)]
+    scores = [DiffusionLM(path=str(path), data=str(tiny_data), mc_samples=4).loglikelihood(requests)[0][0]
+              for path in (lora, merged)]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
