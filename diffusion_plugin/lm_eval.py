@@ -105,6 +105,10 @@ class DiffusionLM(LM):
                                    data_name_or_path=os.path.abspath(data), prompt_template=prompt_template)
         self.task = self.hub.task
         self.model = self.hub.models[0]
+        if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line asks for cuda by default; its own HF model falls back too
+            logger.warning(f"--device {device}: CUDA is not available here, running on the CPU")
+            device = "cpu"
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self._device)
         self.dictionary = self.task.source_dictionary
@@ -169,7 +173,8 @@ class DiffusionLM(LM):
         groups: Dict[Tuple, List[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(self.generation_options(request.args[1]), []).append(index)
-        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running generate_until requests")
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                        desc="Running generate_until requests")
         for (max_tokens, sampling, temperature), indices in groups.items():
             canvas = min(self.canvas, max_tokens)
             overrides = {"oracle_length": True, "iter_decode_with_beam": 1} if canvas else {}
@@ -178,8 +183,10 @@ class DiffusionLM(LM):
             generator = self.generator(**overrides)
             reserved = canvas or min(max_tokens, self.max_positions // 2)
             sources = [self.fit(self.prompt_tokens(requests[i].args[0]), reserved, "the canvas") for i in indices]
-            # the reference length of --oracle-length: the fixed canvas (or unused)
-            targets = [torch.full((canvas + 1,), self.dictionary.unk()).index_fill_(0, torch.tensor([canvas]), self.dictionary.eos()) for _ in indices]
+            # the reference of --oracle-length, ``<unk>×canvas </s>`` (unread without a canvas)
+            reference = torch.full((canvas + 1,), self.dictionary.unk())
+            reference[-1] = self.dictionary.eos()
+            targets = [reference] * len(indices)
             for sample in self.batches(sources, targets):
                 with utils.set_torch_seed(self.seed):
                     hypos = self.task.inference_step(generator, [self.model], sample)
@@ -222,7 +229,8 @@ class DiffusionLM(LM):
             prompts.append(self.fit(self.prompt_tokens(context), len(target) - 1, "the continuation"))
             targets.append(target)
         scores = [0.0] * len(requests)
-        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running loglikelihood requests")
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                        desc="Running loglikelihood requests")
         for sample in self.batches(prompts, targets):
             ids = sample["id"].tolist()
             noise_seeds = [self.noise_seed(requests[i].args[0], len(targets[i])) for i in ids]
@@ -264,7 +272,8 @@ class DiffusionLM(LM):
         logits = self.model.logits(noised, masked, prompt_lengths)
         targets = tokens.repeat_interleave(samples, dim=0)[masked]
         token_log_probs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        per_row = torch.zeros(masked.size(0), device=logits.device).index_add_(0, masked.nonzero()[:, 0], token_log_probs)
+        per_row = torch.zeros(masked.size(0), device=logits.device)
+        per_row.index_add_(0, masked.nonzero()[:, 0], token_log_probs)
         weighted = per_row * diffusion.loss_weight(t, "elbo")
         return weighted.view(-1, samples).mean(1)
 

@@ -111,7 +111,8 @@ def test_merged_checkpoint_gives_the_adapter_models_logits(tiny_data, tiny_task,
 @pytest.mark.slow
 def test_two_workers_bf16_lora_checkpoint_decodes_and_trains_the_length_predictor(tiny_data, tmp_path):
     """--ddp-backend legacy_ddp with two workers and --bf16-autocast; the checkpoint decodes
-    in fairseq-generate and starts stage two (the separate length predictor)."""
+    in fairseq-generate and fairseq-interactive and starts stage two (the separate length
+    predictor)."""
     common = [*TINY_ARGS, "--lora-rank", "4", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8",
               "--seed", "1", "--disable-validation", "--no-epoch-checkpoints", "--num-workers", "0"]
     run(
@@ -131,6 +132,9 @@ def test_two_workers_bf16_lora_checkpoint_decodes_and_trains_the_length_predicto
         ]
     )
     assert len(re.findall(r"^H-\d+\t", result.stdout, re.M)) == 30
+    result = run([BIN / "fairseq-interactive", tiny_data, *TASK_ARGS, "--path", checkpoint,
+                  "--iter-decode-max-iter", "3"], input="reverse : w1 w2 w3 =\n")
+    assert len(re.findall(r"^H-\d+\t", result.stdout, re.M)) == 1
     stage_two = [arg for arg in common if arg != "masked_diffusion"]
     stage_two[stage_two.index("--criterion") + 1:stage_two.index("--criterion") + 1] = ["length_prediction"]
     run(
