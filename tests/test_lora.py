@@ -91,6 +91,13 @@ def test_a_plain_checkpoint_starts_an_adapted_model_equal_to_it(tiny_data, tiny_
     torch.testing.assert_close(logits_of(adapted, sample), logits_of(plain_model, sample), atol=1e-5, rtol=0)
 
 
+def test_a_lora_checkpoint_into_a_plain_model_names_the_fix(tiny_data, tiny_task, lora_checkpoint):
+    _, lora = lora_checkpoint
+    plain = tiny_task.build_model(training_cfg(tiny_data).model)
+    with pytest.raises(ValueError, match="holds LoRA adapters .* scripts/merge_lora.py"):
+        plain.load_state_dict(checkpoint_utils.load_checkpoint_to_cpu(str(lora))["model"], strict=True)
+
+
 def test_merged_checkpoint_gives_the_adapter_models_logits(tiny_data, tiny_task, lora_checkpoint, tmp_path):
     plain, lora = lora_checkpoint
     merged = tmp_path / "merged.pt"

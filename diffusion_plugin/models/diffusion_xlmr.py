@@ -400,7 +400,9 @@ class DiffusionXLMRModel(BaseFairseqModel):
         """A diffusion checkpoint without the separate predictor gets its initial weights
         (stage two of the length training starts from such a checkpoint) and loses its
         joint length head (as do stage-two checkpoints that still carry one); one with untied
-        embeddings (a pruned vocabulary) must go into an untied model."""
+        embeddings (a pruned vocabulary) must go into an untied model; a plain checkpoint's
+        projections go under the adapters of a LoRA model (``modules/lora.py``), and a LoRA
+        checkpoint needs one."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
         embeddings = state_dict.get(f"{prefix}encoder.sentence_encoder.embed_tokens.weight")
@@ -412,6 +414,12 @@ class DiffusionXLMRModel(BaseFairseqModel):
             )
         if safe_getattr(self.cfg, "lora_rank", 0) > 0:
             plain_to_lora_keys(state_dict, self, prefix)
+        elif any(key.startswith(prefix) and ".lora_A." in key for key in state_dict):
+            raise ValueError(
+                "the checkpoint holds LoRA adapters (trained with --lora-rank) but this model has "
+                "none: pass the checkpoint's --lora-rank and --lora-modules, or merge it into a "
+                "plain checkpoint first (python scripts/merge_lora.py LORA.pt MERGED.pt)"
+            )
         if self.cfg.length_predictor == "separate":
             for key in [k for k in state_dict if k.startswith(f"{prefix}length_head.")]:
                 del state_dict[key]  # the joint head, which a separate-predictor model lacks
