@@ -32,6 +32,8 @@ setup(
     install_requires=FAIRSEQ + read_requirements("requirements.txt"),
     extras_require={
         "test": read_requirements("requirements-test.txt"),
+        "eval": ["lm-eval>=0.4.4,<0.5"],
+        "lora": ["peft>=0.13"],
         "hf": ["transformers>=4.30", "safetensors>=0.3", "protobuf"],
         "plots": ["matplotlib>=3.5"],
     },

@@ -28,7 +28,14 @@ Precisions and what they keep per parameter (bytes; the fairseq flags in bracket
 | bf16 (DDP: --bf16; FSDP: --bf16-autocast autocast) | as fp16 | (4 + 4 + 8) / G, gathered in fp32 |
 
 ``--memory-efficient`` (--memory-efficient-fp16/-bf16, DDP only) drops the fp32
-master copy: 2 + 2 + 8. It is an estimate: compare it with the peak memory that
+master copy: 2 + 2 + 8.
+
+With LoRA (``--lora-rank R``, DDP only: the model refuses FSDP) the frozen weights keep
+their parameter bytes alone, and only the trainable parameters (the adapters,
+``R * (in + out)`` per adapted projection, the joint length head and, with
+``--lora-train-embeddings``, the embeddings) have gradients and optimizer state; the
+adapters' own activations are not counted. ``--smallest-gpus`` prints, per size, the
+fewest GPUs that fit full fine-tuning under FSDP and LoRA under DDP. It is an estimate: compare it with the peak memory that
 scripts/gpu_check.py measures.
 
     python scripts/plan_memory.py --arch diffusion_xlmr_xxl --gpus 8 --ddp-backend fully_sharded \\
@@ -41,9 +48,11 @@ from argparse import Namespace
 from fairseq.models import ARCH_CONFIG_REGISTRY
 
 import diffusion_plugin.models.diffusion_xlmr  # noqa: F401  (registers the architectures)
+from diffusion_plugin.modules.lora import DEFAULT_MODULES, lora_module_names
 
 GIB = 1024**3
 XLMR_VOCABULARY = 250002
+GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ARCHS = ["diffusion_xlmr_tiny", "diffusion_xlmr_base", "diffusion_xlmr_large",
          "diffusion_xlmr_xl", "diffusion_xlmr_xxl"]
 
@@ -85,6 +94,14 @@ def get_parser():
                         help="CUDA context, kernels and fragmentation per GPU")
     parser.add_argument("--gpu-memory", type=float, default=80.0,
                         help="memory of one GPU in GiB (H100/A100 80GB: 80)")
+    parser.add_argument("--lora-rank", type=int, default=0,
+                        help="the model's --lora-rank: only the adapters are trained (0: full)")
+    parser.add_argument("--lora-modules", default=DEFAULT_MODULES, help="the model's --lora-modules")
+    parser.add_argument("--lora-train-embeddings", action="store_true",
+                        help="the model's --lora-train-embeddings")
+    parser.add_argument("--smallest-gpus", action="store_true",
+                        help="print the fewest GPUs that fit each size: full fine-tuning under FSDP "
+                        "and LoRA (--lora-rank, default 16 here) under DDP")
     return parser
 
 
@@ -98,6 +115,11 @@ def architecture(arch):
 def transformer_layer_params(hidden, ffn):
     """One post- or pre-LN transformer layer: attention (4 projections), FFN, two LayerNorms."""
     return 4 * (hidden * hidden + hidden) + 2 * hidden * ffn + ffn + hidden + 2 * 2 * hidden
+
+
+def separate_predictor_params(hidden, ffn, classes):
+    """The separate length predictor: one transformer layer and a two-layer MLP."""
+    return transformer_layer_params(hidden, ffn) + hidden * ffn + ffn + ffn * classes + classes
 
 
 def count_parameters(args, vocab_size, untied, length_predictor):
@@ -119,8 +141,27 @@ def count_parameters(args, vocab_size, untied, length_predictor):
     if length_predictor == "joint":
         heads += hidden * classes + classes  # the joint length head
     else:  # the separate predictor, which replaces it
-        heads += transformer_layer_params(hidden, ffn) + hidden * ffn + ffn + ffn * classes + classes
+        heads += separate_predictor_params(hidden, ffn, classes)
     return {"embeddings": embeddings, "layers": layers, "heads": heads}
+
+
+def trainable_parameters(args, parts, vocab_size, untied, length_predictor, rank, modules,
+                         train_embeddings):
+    """(adapter parameters, trained parameters) with LoRA of ``rank`` on ``modules``
+    (comma-separated); without LoRA (rank 0) every parameter is trained. ``parts``:
+    :func:`count_parameters`'s."""
+    if rank == 0:
+        return 0, sum(parts.values())
+    hidden, ffn, classes = args.encoder_embed_dim, args.encoder_ffn_embed_dim, args.length_classes
+    shapes = {"q_proj": (hidden, hidden), "k_proj": (hidden, hidden), "v_proj": (hidden, hidden),
+              "out_proj": (hidden, hidden), "fc1": (hidden, ffn), "fc2": (ffn, hidden)}
+    adapters = args.encoder_layers * sum(rank * sum(shapes[m]) for m in lora_module_names(modules))
+    if length_predictor == "separate":  # stage two trains the predictor alone
+        return adapters, separate_predictor_params(hidden, ffn, classes)
+    trained = adapters + hidden * classes + classes
+    if train_embeddings:
+        trained += vocab_size * hidden * (2 if untied else 1) + vocab_size
+    return adapters, trained
 
 
 def optimizer_bytes(precision, backend, memory_efficient):
@@ -157,6 +198,13 @@ def plan(arch, opts):
     fsdp = opts.ddp_backend == "fully_sharded"
     if opts.memory_efficient and fsdp:
         raise SystemExit("--memory-efficient is a DDP option; FSDP shards the fp32 weights instead")
+    if opts.lora_rank > 0 and fsdp:
+        raise SystemExit("--lora-rank trains under --ddp-backend c10d (or legacy_ddp); the model "
+                         "refuses fully_sharded")
+    adapters, trained = trainable_parameters(
+        args, parts, opts.vocab_size, opts.untie_weights_roberta, opts.length_predictor,
+        opts.lora_rank, opts.lora_modules, opts.lora_train_embeddings)
+    total += adapters
     param_b, grad_b, optim_b = optimizer_bytes(opts.precision, opts.ddp_backend, opts.memory_efficient)
     shards = opts.gpus if fsdp else 1
     gathered = 0
@@ -166,15 +214,15 @@ def plan(arch, opts):
         gathered = gathered_element * (parts["embeddings"] + parts["heads"] + 2 * one_layer)
     memory = {
         "parameters": param_b * total / shards,
-        "gradients": grad_b * total / shards,
-        "optimizer": optim_b * total / shards,
+        "gradients": grad_b * trained / shards,
+        "optimizer": optim_b * trained / shards,
         "gathered": gathered,
         "activations": activation_bytes(args, opts),
         "overhead": opts.overhead_gib * GIB,
     }
     gib = {key: value / GIB for key, value in memory.items()}
     gib["total"] = sum(gib.values())
-    return {"arch": arch, "params": total, "parts": parts, "gib": gib,
+    return {"arch": arch, "params": total, "trainable": trained, "parts": parts, "gib": gib,
             "fits": gib["total"] <= opts.gpu_memory}
 
 
@@ -187,15 +235,42 @@ def setup_line(opts):
             f"{', ' + ', '.join(extras) if extras else ''}; {opts.max_tokens} tokens per GPU, "
             f"sequence length {opts.seq_len}, vocabulary {opts.vocab_size:,}"
             f"{' (untied)' if opts.untie_weights_roberta else ''}, "
-            f"{opts.length_predictor} length predictor")
+            f"{opts.length_predictor} length predictor"
+            f"{f', LoRA rank {opts.lora_rank}' if opts.lora_rank else ''}")
 
 
 def table(rows):
     columns = ["parameters", "gradients", "optimizer", "gathered", "activations", "overhead", "total"]
-    lines = ["| arch | params | " + " | ".join(columns) + " | fits |",
-             "|---|---:|" + "---:|" * len(columns) + "---|"]
+    lines = ["| arch | params | trainable | " + " | ".join(columns) + " | fits |",
+             "|---|---:|---:|" + "---:|" * len(columns) + "---|"]
     for row in rows:
         cells = " | ".join(f"{row['gib'][c]:.1f}" for c in columns)
-        lines.append(f"| {row['arch']} | {row['params'] / 1e9:.3f}B | {cells} | "
+        lines.append(f"| {row['arch']} | {row['params'] / 1e9:.3f}B | {row['trainable'] / 1e6:,.1f}M | {cells} | "
                      f"{'yes' if row['fits'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def smallest_gpu_counts(arch, opts):
+    """The fewest GPUs (of GPU_COUNTS) that fit ``arch``: {"full": under FSDP, "lora": with
+    ``--lora-rank`` (16 if 0) under DDP, where every GPU holds the whole model}; None: none."""
+    full = argparse.Namespace(**{**vars(opts), "lora_rank": 0, "ddp_backend": "fully_sharded",
+                                 "memory_efficient": False})
+    lora = argparse.Namespace(**{**vars(opts), "lora_rank": opts.lora_rank or 16, "ddp_backend": "c10d",
+                                 "gpus": 1})
+    counts = {"full": next((n for n in GPU_COUNTS if plan(arch, argparse.Namespace(**{**vars(full), "gpus": n}))["fits"]), None)}
+    lora_plan = plan(arch, lora)
+    counts["lora"] = 1 if lora_plan["fits"] else None
+    counts["lora_trainable"] = lora_plan["trainable"]
+    return counts
+
+
+def smallest_gpus_table(opts):
+    rank = opts.lora_rank or 16
+    lines = [f"| arch | full fine-tuning (FSDP): GPUs | LoRA rank {rank} (DDP): GPUs | LoRA trainable |",
+             "|---|---:|---:|---:|"]
+    for arch in opts.arch:
+        counts = smallest_gpu_counts(arch, opts)
+        full = str(counts["full"]) if counts["full"] else f"more than {GPU_COUNTS[-1]}"
+        lora = "1 (each GPU: the whole model)" if counts["lora"] else "does not fit one GPU"
+        lines.append(f"| {arch} | {full} | {lora} | {counts['lora_trainable'] / 1e6:,.1f}M |")
     return "\n".join(lines)

@@ -71,3 +71,48 @@ def test_fsdp_shards_the_optimizer_state_and_checkpointing_saves_activations(cap
 def test_memory_efficient_with_fsdp_is_refused():
     with pytest.raises(SystemExit, match="--memory-efficient is a DDP option"):
         plan_memory.main(["--ddp-backend", "fully_sharded", "--memory-efficient"])
+
+
+@pytest.mark.parametrize("arch", ["diffusion_xlmr_tiny", "diffusion_xlmr_base"])
+@pytest.mark.parametrize("untied", [False, True])
+@pytest.mark.parametrize("lora", [("q_proj,v_proj", False), ("q_proj,k_proj,v_proj,out_proj,fc1,fc2", True)])
+def test_lora_counts_equal_the_adapted_models(arch, untied, lora, monkeypatch):
+    modules, train_embeddings = lora
+    monkeypatch.setattr("fairseq.models.roberta.model.init_bert_params", lambda module: None)
+    dictionary = Dictionary()
+    for i in range(500):
+        dictionary.add_symbol(f"w{i}")
+    dictionary.add_symbol("<mask>")
+    args = memory_plan.architecture(arch)
+    args.untie_weights_roberta = untied
+    args.lora_rank, args.lora_modules, args.lora_train_embeddings = 8, modules, train_embeddings
+    cfg = DiffusionXLMRConfig(**{name: getattr(args, name) for name in DiffusionXLMRConfig.__dataclass_fields__})
+    with torch.device("meta"):
+        model = DiffusionXLMRModel.build_model(cfg, argparse.Namespace(source_dictionary=dictionary))
+        model.add_lora()
+    parts = memory_plan.count_parameters(args, len(dictionary), untied, "joint")
+    adapters, trained = memory_plan.trainable_parameters(
+        args, parts, len(dictionary), untied, "joint", 8, modules, train_embeddings)
+    assert sum(parts.values()) + adapters == sum(p.numel() for p in model.parameters())
+    assert trained == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_lora_keeps_optimizer_state_for_the_adapters_alone_and_fits_one_gpu(capsys):
+    common = ["--arch", "diffusion_xlmr_xxl", "--precision", "bf16", "--ddp-backend", "c10d",
+              "--checkpoint-activations"]
+    full, = plan_memory.main(common)
+    lora, = plan_memory.main([*common, "--lora-rank", "16"])
+    assert lora["trainable"] < lora["params"] / 100
+    assert lora["gib"]["optimizer"] == pytest.approx((4 + 4 + 8) * lora["trainable"] / memory_plan.GIB)
+    assert lora["gib"]["parameters"] == pytest.approx(2 * lora["params"] / memory_plan.GIB)
+    assert not full["fits"] and lora["fits"]
+    with pytest.raises(SystemExit, match="--lora-rank trains under --ddp-backend c10d"):
+        plan_memory.main(["--ddp-backend", "fully_sharded", "--lora-rank", "8"])
+    capsys.readouterr()
+    plan_memory.main(["--arch", "diffusion_xlmr_xxl", "--smallest-gpus", "--checkpoint-activations",
+                      "--lora-rank", "16"])
+    printed = capsys.readouterr().out
+    counts = memory_plan.smallest_gpu_counts("diffusion_xlmr_xxl", memory_plan.get_parser().parse_args(
+        ["--checkpoint-activations", "--lora-rank", "16"]))
+    assert counts["full"] > 1 and counts["lora"] == 1
+    assert f"| diffusion_xlmr_xxl | {counts['full']} | 1 (each GPU: the whole model) |" in printed

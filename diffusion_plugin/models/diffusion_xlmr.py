@@ -33,6 +33,7 @@ from fairseq.utils import safe_getattr
 from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
+from diffusion_plugin.modules.lora import DEFAULT_MODULES, add_lora, plain_to_lora_keys
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,32 @@ class DiffusionXLMRConfig(FairseqDataclass):
         },
     )
 
+    lora_rank: int = field(
+        default=0,
+        metadata={
+            "help": "rank of LoRA adapters (peft) on --lora-modules of every layer; only the "
+            "adapters and the joint length head are trained (0: off, every parameter is trained). "
+            "Merge them into a plain checkpoint with scripts/merge_lora.py"
+        },
+    )
+    lora_alpha: float = field(
+        default=16.0, metadata={"help": "LoRA scaling numerator: the update is alpha / rank * B A"}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the adapters' input"})
+    lora_modules: str = field(
+        default=DEFAULT_MODULES,
+        metadata={
+            "help": "comma-separated linear projections of each layer that get adapters: the "
+            "attention's q_proj,k_proj,v_proj,out_proj and the feed-forward's fc1,fc2"
+        },
+    )
+    lora_train_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "with --lora-rank, train the input and output embeddings too (e.g. the rows "
+            "of a pruned vocabulary that started from <unk>)"
+        },
+    )
 
 @register_model("diffusion_xlmr", dataclass=DiffusionXLMRConfig)
 class DiffusionXLMRModel(BaseFairseqModel):
@@ -202,6 +229,14 @@ class DiffusionXLMRModel(BaseFairseqModel):
                         data_name_or_path=".", **kwargs):
         """A :class:`DiffusionHubInterface` (text in, text out); see ``hub_interface.py``."""
         return from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
+    def add_lora(self):
+        """Inject the LoRA adapters of ``--lora-rank`` > 0 (``modules/lora.py``); called by
+        the task once the model holds its initial weights (``--pretrained-mlm``)."""
+        cfg = self.cfg
+        if safe_getattr(cfg, "lora_rank", 0) > 0:
+            add_lora(self, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_modules,
+                     cfg.lora_train_embeddings)
 
     def max_positions(self):
         return self.cfg.max_positions
@@ -365,7 +400,9 @@ class DiffusionXLMRModel(BaseFairseqModel):
         """A diffusion checkpoint without the separate predictor gets its initial weights
         (stage two of the length training starts from such a checkpoint) and loses its
         joint length head (as do stage-two checkpoints that still carry one); one with untied
-        embeddings (a pruned vocabulary) must go into an untied model."""
+        embeddings (a pruned vocabulary) must go into an untied model; a plain checkpoint's
+        projections go under the adapters of a LoRA model (``modules/lora.py``), and a LoRA
+        checkpoint needs one."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
         embeddings = state_dict.get(f"{prefix}encoder.sentence_encoder.embed_tokens.weight")
@@ -374,6 +411,14 @@ class DiffusionXLMRModel(BaseFairseqModel):
             raise ValueError(
                 "the checkpoint's input and output embeddings differ (untied, e.g. by "
                 "--pretrained-vocab prune) but this model ties them; pass --untie-weights-roberta"
+            )
+        if safe_getattr(self.cfg, "lora_rank", 0) > 0:
+            plain_to_lora_keys(state_dict, self, prefix)
+        elif any(key.startswith(prefix) and ".lora_A." in key for key in state_dict):
+            raise ValueError(
+                "the checkpoint holds LoRA adapters (trained with --lora-rank) but this model has "
+                "none: pass the checkpoint's --lora-rank and --lora-modules, or merge it into a "
+                "plain checkpoint first (python scripts/merge_lora.py LORA.pt MERGED.pt)"
             )
         if self.cfg.length_predictor == "separate":
             for key in [k for k in state_dict if k.startswith(f"{prefix}length_head.")]:

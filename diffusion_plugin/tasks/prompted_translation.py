@@ -198,7 +198,7 @@ class PromptedTranslationTask(TranslationTask):
     def build_model(self, cfg, from_checkpoint=False):
         """A ``diffusion_xlmr`` model; --max-positions is lowered to its positions. A new
         model (not one a checkpoint is about to fill) starts from ``--pretrained-mlm``
-        when given."""
+        when given; then LoRA adapters are added with ``--lora-rank``."""
         model = super().build_model(cfg, from_checkpoint)
         if not isinstance(model, DiffusionXLMRModel):
             raise ValueError(
@@ -210,6 +210,7 @@ class PromptedTranslationTask(TranslationTask):
         if not from_checkpoint and getattr(cfg, "pretrained_mlm", None):
             pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
             load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
+        model.add_lora()
         if self.cfg.eval_rouge and not self.cfg.eval_bleu:  # fairseq builds these for BLEU only
             self.tokenizer = encoders.build_tokenizer(
                 Namespace(tokenizer=self.cfg.eval_bleu_detok, **json.loads(self.cfg.eval_bleu_detok_args))
