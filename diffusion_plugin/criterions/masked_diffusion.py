@@ -11,6 +11,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from diffusion_plugin.absorbing_diffusion import WEIGHTINGS
 from diffusion_plugin.modules.length_classes import length_targets
+from diffusion_plugin.option_ranges import check_ranges
 
 
 @dataclass
@@ -65,6 +66,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
                 f"--criterion masked_diffusion needs --task prompted_translation, got "
                 f"{type(task).__name__}"
             )
+        check_ranges(cfg)
         self.cfg = cfg
         self.diffusion = task.diffusion
 

@@ -34,6 +34,7 @@ from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
+from diffusion_plugin.option_ranges import check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg, task):
+        check_ranges(cfg)
         dictionary = task.source_dictionary
         if MASK_SYMBOL not in dictionary.indices:
             raise ValueError(
