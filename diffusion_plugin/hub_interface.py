@@ -2,14 +2,15 @@
 
     from diffusion_plugin import DiffusionXLMRModel
     lm = DiffusionXLMRModel.from_pretrained(
-        "checkpoints/multi30k", "checkpoint_best.pt", data_name_or_path="../../data-bin/multi30k"
+        "checkpoints/multi30k", "checkpoint_best.pt", data_name_or_path="data-bin/multi30k"
     )
     lm.generate(["Ein Hund läuft."], iter_decode_max_iter=10, iter_decode_with_beam=5)
 
 The prompt template of the data directory (``prompt_template.txt``) and its
-sentencepiece model are applied to each input; the decoding options are those of
-``fairseq-generate`` (``iter_decode_max_iter``, ``iter_decode_with_beam``,
-``decoding_strategy``, ``guidance_scale``, ``candidate_selection``, ...).
+sentencepiece model are applied to each input (as fairseq-interactive does); the
+decoding options are those of ``fairseq-generate`` (``iter_decode_max_iter``,
+``iter_decode_with_beam``, ``decoding_strategy``, ``guidance_scale``,
+``candidate_selection``, ...), and any other keyword is an error.
 """
 
 import os
@@ -54,7 +55,7 @@ class DiffusionHubInterface(hub_utils.GeneratorHubInterface):
     def __init__(self, cfg, task, models):
         super().__init__(cfg, task, models)
         self.tokenizer = task.build_tokenizer(cfg.tokenizer)
-        self.bpe = task.build_bpe(cfg.bpe)
+        self.bpe = task.build_bpe(cfg.bpe, reads_raw_text=True)
 
     def generate(self, inputs: Union[List[str], List[torch.LongTensor]], beam: int = 1,
                  verbose: bool = False, **kwargs):

@@ -283,6 +283,15 @@ def test_a_file_that_is_no_checkpoint_is_named(content, tiny_task, tmp_path):
         checkpoint_utils.load_model_ensemble([str(path)], task=tiny_task)
 
 
+def test_truncated_checkpoint_in_the_legacy_format_is_named(checkpoint, tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(checkpoint, weights_only=False), legacy, _use_new_zipfile_serialization=False)
+    assert checkpoint_utils.load_checkpoint_to_cpu(str(legacy))["model"]
+    legacy.write_bytes(legacy.read_bytes()[:-2000])
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(legacy))} .* cannot be read by torch.load"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(legacy))
+
+
 def test_truncated_last_checkpoint_names_the_newest_intact_one(checkpoint, tmp_path):
     older, newer = tmp_path / "checkpoint_1_10.pt", tmp_path / "checkpoint_1_20.pt"
     shutil.copy(checkpoint, older)
@@ -359,10 +368,18 @@ def test_interactive_uses_the_data_sentencepiece_model_without_bpe(data_with_sen
     task = tasks.setup_task(training_cfg(data_with_sentencepiece).task)
     bpe = task.build_bpe(None)
     assert isinstance(bpe, DataSentencepiece)
+    assert bpe.decode("\u2581w 1") == "\u2581w 1", "fairseq-generate (nothing encoded) prints pieces as they are"
     pieces = bpe.encode("w1 w2")
     assert "\u2581" in pieces and bpe.decode(pieces) == "w1 w2"
     assert bpe.decode("w1 w2") == "w1 w2", "text --post-process already decoded stays"
     assert tasks.setup_task(training_cfg(tiny_data).task).build_bpe(None) is None
+
+
+def test_python_interface_uses_the_same_sentencepiece_model(data_with_sentencepiece, checkpoint):
+    hub = from_pretrained(str(checkpoint.parent), checkpoint.name, data_name_or_path=str(data_with_sentencepiece))
+    assert isinstance(hub.bpe, DataSentencepiece)
+    assert hub.bpe.decode("\u2581w 1 \u2581w 2") == "w1 w2", "decodes token lists before encoding any text"
+    assert len(hub.generate(["w1 w2"], iter_decode_max_iter=2)[0]) == 1
 
 
 def test_input_that_is_not_utf8_is_named():
@@ -465,13 +482,14 @@ def test_sampling_needs_no_other_flag(tiny_data):
 
 # ----------------------------------------------------------------- the commands themselves
 @pytest.mark.slow
-def test_commands_stop_on_bad_files_and_sample_without_extra_flags(tiny_data, checkpoint, tmp_path):
+def test_commands_stop_on_bad_files_and_sample_without_extra_flags(tiny_data, data_with_sentencepiece, checkpoint, tmp_path):
     not_a_checkpoint = tmp_path / "model.pt"
     not_a_checkpoint.write_bytes(os.urandom(4000))
     result = generate(tiny_data, not_a_checkpoint, ok=False)
     assert re.search(rf"CheckpointError: checkpoint {re.escape(str(not_a_checkpoint))} .* is not a checkpoint", result.stderr.strip().splitlines()[-1])
-    sampled = generate(tiny_data, checkpoint, "--sampling", "--seed", "3")
-    assert len(re.findall(r"^H-\d+", sampled.stdout, re.M)) == 30
+    sampled = [generate(tiny_data, checkpoint, "--sampling").stdout for _ in range(2)]
+    assert len(re.findall(r"^H-\d+", sampled[0], re.M)) == 30
+    assert sampled[0] == sampled[1], "without --seed, fairseq seeds with its default, 1"
     save_dir = tmp_path / "save"
     result = run(
         [BIN / "fairseq-train", tiny_data, *TINY_ARGS, *OPTIMIZER, "--save-dir", save_dir,
@@ -480,3 +498,13 @@ def test_commands_stop_on_bad_files_and_sample_without_extra_flags(tiny_data, ch
     )
     assert "--restore-file checkpoint_1_20.pt not found" in result.stderr.strip().splitlines()[-1]
     assert not save_dir.exists() or not list(save_dir.glob("*.pt")), "nothing trained from update 0"
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"w1 w2\nw3 \xe4 w4\n")
+    with open(lines, "rb") as stdin:
+        result = run(
+            [BIN / "fairseq-interactive", data_with_sentencepiece, *TASK_ARGS, "--path", checkpoint,
+             "--iter-decode-max-iter", "2"],
+            ok=False, stdin=stdin, env={"LC_ALL": "C.UTF-8"},
+        )
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.search(r"ValueError: input line 'w3 .* is not valid UTF-8 \(byte 0xe4 at character 3\); re-encode", last)

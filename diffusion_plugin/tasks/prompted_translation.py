@@ -425,12 +425,12 @@ class PromptedTranslationTask(TranslationTask):
             )
         return PromptTemplateTokenizer(template, inner)
 
-    def build_bpe(self, args):
+    def build_bpe(self, args, reads_raw_text=False):
         """fairseq's; without --bpe, the data directory's sentencepiece model (if it has
         one; ``data_sentencepiece``). A missing local --sentencepiece-model is named with
         the data's own."""
         if utils.safe_getattr(args, "_name") is None and utils.safe_getattr(args, "bpe") is None:
-            return data_sentencepiece(utils.split_paths(self.cfg.data)[0])
+            return data_sentencepiece(utils.split_paths(self.cfg.data)[0], reads_raw_text)
         model = utils.safe_getattr(args, "sentencepiece_model")
         if model is not None and "://" not in model and not os.path.exists(model):
             data_model = os.path.join(utils.split_paths(self.cfg.data)[0], SENTENCEPIECE_MODEL)
@@ -442,14 +442,22 @@ class PromptedTranslationTask(TranslationTask):
 
 
 class DataSentencepiece(SentencepieceBPE):
-    """The data directory's sentencepiece model, used when --bpe is not given; its decode
-    leaves text that --post-process sentencepiece already decoded (no ▁) unchanged."""
+    """The data directory's sentencepiece model, used when --bpe is not given. It decodes
+    only text that has pieces (▁), so text --post-process sentencepiece already decoded is
+    left as it is, and only once it reads raw text (``reads_raw_text``, set by encoding):
+    fairseq-generate builds it too but reads binarized data, so its output stays as
+    fairseq prints it."""
+
+    def __init__(self, cfg, reads_raw_text=False):
+        super().__init__(cfg)
+        self.reads_raw_text = reads_raw_text
 
     def encode(self, x: str) -> str:
+        self.reads_raw_text = True
         return super().encode(valid_utf8(x))
 
     def decode(self, x: str) -> str:
-        return super().decode(x) if "\u2581" in x else x
+        return super().decode(x) if self.reads_raw_text and "\u2581" in x else x
 
 
 def valid_utf8(line: str) -> str:
@@ -466,14 +474,14 @@ def valid_utf8(line: str) -> str:
     return line
 
 
-def data_sentencepiece(data):
+def data_sentencepiece(data, reads_raw_text=False):
     """The sentencepiece model ``data``/sentencepiece.bpe.model (None without one):
     fairseq-interactive's and the hub interface's encoding when --bpe is not given."""
     path = os.path.join(data, SENTENCEPIECE_MODEL)
     if not os.path.exists(path):
         return None
     logger.info(f"--bpe not given: encoding input lines with {path}")
-    return DataSentencepiece(SentencepieceConfig(sentencepiece_model=path))
+    return DataSentencepiece(SentencepieceConfig(sentencepiece_model=path), reads_raw_text)
 
 
 def check_direction(data, source_lang, target_lang):
