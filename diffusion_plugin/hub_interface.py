@@ -85,6 +85,12 @@ class DiffusionHubInterface(hub_utils.GeneratorHubInterface):
         results = super().generate(tokenized, beam=beam, verbose=verbose, **kwargs)
         return [[self._as_text(hypo) for hypo in hypos] for hypos in results]
 
+    def translate(self, sentences: Union[str, List[str]], beam: int = 1, verbose: bool = False,
+                  **kwargs) -> Union[str, List[str]]:
+        """fairseq's ``translate`` (the best hypothesis as text; a string for a string),
+        without its beam search: ``beam`` is 1 as in ``generate``."""
+        return self.sample(sentences, beam, verbose, **kwargs)
+
     def _as_text(self, hypo) -> Dict:
         candidate = {
             "text": self.decode(hypo["tokens"]),

@@ -399,6 +399,7 @@ def test_hub_decodes_a_list_of_prompts(hub):
     results = hub.generate(["reverse : w1 w2 =", "reverse : w3 ="], iter_decode_max_iter=2, iter_decode_with_beam=2)
     assert len(results) == 2 and all(len(candidates) == 2 for candidates in results)
     assert all(isinstance(c["text"], str) and c["steps"] <= 2 for candidates in results for c in candidates)
+    assert hub.translate("reverse : w1 w2 =", iter_decode_max_iter=2) == hub.translate(["reverse : w1 w2 ="], iter_decode_max_iter=2)[0]
 
 
 @pytest.mark.parametrize(
@@ -498,6 +499,13 @@ def test_commands_stop_on_bad_files_and_sample_without_extra_flags(tiny_data, da
     )
     assert "--restore-file checkpoint_1_20.pt not found" in result.stderr.strip().splitlines()[-1]
     assert not save_dir.exists() or not list(save_dir.glob("*.pt")), "nothing trained from update 0"
+    result = run(
+        [BIN / "fairseq-train", tiny_data, *TINY_ARGS, *OPTIMIZER, "--save-dir", save_dir, "--max-tokens", "6",
+         "--max-update", "2", "--num-workers", "0", "--cpu"],
+        ok=False,
+    )
+    assert re.search(r"ValueError: no training pair fits --max-positions 64 and --max-tokens 6: .*raise --max-tokens",
+                     result.stderr.strip().splitlines()[-1])
     lines = tmp_path / "lines.txt"
     lines.write_bytes(b"w1 w2\nw3 \xe4 w4\n")
     with open(lines, "rb") as stdin:
