@@ -8,3 +8,9 @@ PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 
 SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 """File name of the sentencepiece model in a data directory."""
+
+DATA_IDENTITY_KEY = "data_identity"
+"""Key of a checkpoint's task state: the fingerprint of the data it was trained on."""
+
+CHECKPOINT_PATH_KEY = "loaded_from"
+"""Key the loader adds to a loaded checkpoint's task state: the file it was read from."""

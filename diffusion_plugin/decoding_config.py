@@ -12,6 +12,7 @@ from enum import Enum
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
 
+from diffusion_plugin.option_ranges import check_ranges
 from diffusion_plugin.strategies import CONFIDENCES, ReverseStrategy, strategy_help
 
 LENGTH_BEAM_MODES = ("topk", "window")
@@ -116,21 +117,17 @@ class DecodingConfig(FairseqDataclass):
     def validate(self) -> ReverseStrategy:
         """The parsed --decoding-strategy; a ValueError naming the flag of a bad option."""
         strategy = ReverseStrategy.parse(self.decoding_strategy)
+        check_ranges(self)
         checks = [
             (str(self.unmasking_confidence) in CONFIDENCES,
              f"--unmasking-confidence {self.unmasking_confidence!r}: choose from {CONFIDENCES}"),
             (strategy.ranks_by_confidence or self.unmasking_confidence == "prob",
              f"--decoding-strategy {self.decoding_strategy} does not rank by confidence; drop "
              f"--unmasking-confidence {self.unmasking_confidence}"),
-            (self.guidance_scale >= 0, f"--guidance-scale must be >= 0, got {self.guidance_scale}"),
             (str(self.length_beam_mode) in LENGTH_BEAM_MODES,
              f"--length-beam-mode {self.length_beam_mode!r}: choose from {LENGTH_BEAM_MODES}"),
-            (self.samples_per_length >= 1,
-             f"--samples-per-length must be >= 1, got {self.samples_per_length}"),
             (str(self.candidate_selection) in CANDIDATE_SELECTIONS,
              f"--candidate-selection {self.candidate_selection!r}: choose from {CANDIDATE_SELECTIONS}"),
-            (self.prompt_cache_refresh >= 0,
-             f"--prompt-cache-refresh must be >= 0, got {self.prompt_cache_refresh}"),
             (not (self.prompt_cache and self.guidance_scale > 0),
              "--prompt-cache does not combine with --guidance-scale (the unconditional pass "
              "masks the prompt); drop one of them"),
@@ -161,3 +158,24 @@ def generator_arguments(args) -> dict:
         for option, argument in FAIRSEQ_GENERATION_OPTIONS.items()
         if safe_getattr(args, option) is not None
     }
+
+
+HUB_GENERATE_KEYWORDS = ("skip_invalid_size_inputs", "inference_step_args", "prefix_allowed_tokens_fn")
+"""Keywords of fairseq's ``GeneratorHubInterface.generate`` besides the decoding options."""
+
+
+def decoding_option_names() -> list:
+    """The options a generator reads: DecodingConfig's and fairseq's it maps
+    (``--eval-bleu-args`` keys, the hub interface's ``generate`` keywords)."""
+    return sorted({f.name for f in fields(DecodingConfig) if f.name != "_name"} | set(FAIRSEQ_GENERATION_OPTIONS))
+
+
+def check_option_names(names, origin: str, extra=()) -> None:
+    """A ValueError naming ``origin`` and the valid names if one of ``names`` is unknown."""
+    known = set(decoding_option_names()) | set(extra)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(
+            f"{origin}: unknown option(s) {', '.join(unknown)}; the decoding options are "
+            f"{', '.join(sorted(known))}"
+        )

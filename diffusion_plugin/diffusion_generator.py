@@ -29,6 +29,7 @@ from diffusion_plugin.modules.length_classes import (
     target_lengths,
 )
 from diffusion_plugin.modules.prompt_cache import PromptCache
+from diffusion_plugin.option_ranges import check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +123,15 @@ class DiffusionGenerator:
         post_process: Optional[str] = None,
         **options,
     ):
-        if max_iter < 1:
-            raise ValueError(f"--iter-decode-max-iter must be >= 1, got {max_iter}")
-        if beam_size < 1:
-            raise ValueError(f"--iter-decode-with-beam must be >= 1, got {beam_size}")
-        if temperature <= 0:
-            raise ValueError(f"--temperature must be > 0, got {temperature}")
+        check_ranges({"iter_decode_max_iter": max_iter, "iter_decode_with_beam": beam_size, "temperature": temperature})
         self.decoding = dataclasses.replace(decoding or DecodingConfig(), **options)
         self.strategy = self.decoding.validate()
+        if str(self.decoding.length_beam_mode) == "window" and beam_size > max_positions - 2:
+            raise ValueError(
+                f"--iter-decode-with-beam {beam_size} with --length-beam-mode window asks for "
+                f"more target lengths than fit in --max-positions {max_positions}; give a "
+                f"value in [1, {max_positions - 2}]"
+            )
         self.tgt_dict = tgt_dict
         self.pad = tgt_dict.pad()
         self.eos = tgt_dict.eos()

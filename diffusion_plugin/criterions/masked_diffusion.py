@@ -12,6 +12,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from diffusion_plugin.absorbing_diffusion import WEIGHTINGS, AbsorbingDiffusion
 from diffusion_plugin.constants import MASK_SYMBOL
 from diffusion_plugin.modules.length_classes import length_targets
+from diffusion_plugin.option_ranges import check_ranges
 
 
 @dataclass
@@ -76,6 +77,7 @@ class MaskedDiffusionCriterion(FairseqCriterion):
                 f"--criterion masked_diffusion needs --task prompted_translation, got "
                 f"{type(task).__name__}"
             )
+        check_ranges(cfg)
         self.cfg = cfg
         mask_idx = task.source_dictionary.index(MASK_SYMBOL)
         self.diffusion = AbsorbingDiffusion(mask_idx, task.cfg.num_diffusion_steps, cfg.noise_schedule)

@@ -35,6 +35,7 @@ from diffusion_plugin.hub_interface import from_pretrained
 from diffusion_plugin.modules.length_predictor import LengthPredictor
 from diffusion_plugin.modules.lora import DEFAULT_MODULES, add_lora, plain_to_lora_keys
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
+from diffusion_plugin.option_ranges import check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class DiffusionXLMRModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg, task):
+        check_ranges(cfg)
         dictionary = task.source_dictionary
         if MASK_SYMBOL not in dictionary.indices:
             raise ValueError(
