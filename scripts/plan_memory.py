@@ -1,23 +1,41 @@
 #!/usr/bin/env python3
 """Per-GPU training memory of a diffusion_xlmr architecture under a parallel setup
-(the method: ``diffusion_plugin.memory_plan``).
+(the method: ``diffusion_plugin.tools.memory_plan``).
 
     python scripts/plan_memory.py --arch diffusion_xlmr_xxl --gpus 8 --ddp-backend fully_sharded \\
         --precision bf16 --checkpoint-activations --max-tokens 2048 --gpu-memory 80
 """
 
+import argparse
 import logging
+import sys
 
-from diffusion_plugin.memory_plan import get_parser, plan, setup_line, table
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+from diffusion_plugin.tools.memory_plan import ARCHS, MemorySetup, plan, setup_line, table
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        epilog="Estimates; the method is in diffusion_plugin/tools/memory_plan.py's docstring.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--arch", nargs="+", default=["diffusion_xlmr_xxl"], choices=ARCHS,
+                        help="one or more architectures (one table row each)")
+    gen_parser_from_dataclass(parser, MemorySetup())
+    return parser
 
 
 def main(argv=None):
-    opts = get_parser().parse_args(argv)
-    if opts.offload_activations and not opts.checkpoint_activations:
-        raise SystemExit("--offload-activations needs --checkpoint-activations")
+    args = get_parser().parse_args(argv)
+    setup = MemorySetup(**{key: value for key, value in vars(args).items() if key != "arch"})
     logging.disable(logging.WARNING)
-    rows = [plan(arch, opts) for arch in opts.arch]
-    print(f"per-GPU memory in GiB: {setup_line(opts)}\n")
+    try:
+        rows = [plan(arch, setup) for arch in args.arch]
+    except ValueError as e:
+        sys.exit(f"plan_memory.py: error: {e}")
+    print(f"per-GPU memory in GiB: {setup_line(setup)}\n")
     print(table(rows))
     return rows
 
