@@ -22,6 +22,7 @@ from diffusion_plugin.criterions.length_prediction import LengthPredictionCriter
 from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterionConfig
 from diffusion_plugin.decoding_config import FAIRSEQ_GENERATION_OPTIONS, DecodingConfig
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRConfig
+from diffusion_plugin.scoring import plugin_scorers
 from diffusion_plugin.tasks.prompted_translation import PromptedTranslationConfig
 
 GENERATION_OPTIONS = [
@@ -38,6 +39,7 @@ COMPONENTS = (
     ("criterion length_prediction (--criterion length_prediction)", LengthPredictionCriterionConfig, None),
     ("fairseq's generation options the generator reads (fairseq-generate)", GenerationConfig,
      GENERATION_OPTIONS),
+    *((f"scorer {name} (fairseq-generate --scoring {name})", config, None) for name, config in plugin_scorers()),
 )
 
 

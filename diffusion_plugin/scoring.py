@@ -18,11 +18,13 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.scoring import BaseScorer, register_scorer
 from fairseq.tasks.translation import EVAL_BLEU_ORDER
 
-from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge_sums
+from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge, rouge_sums
 
 
 @dataclass
 class RougeScorerConfig(FairseqDataclass):
+    """Options of ``--scoring rouge``."""
+
     rouge_tokenizer: ChoiceEnum(ROUGE_TOKENIZERS) = field(
         default="py-rouge",
         metadata={
@@ -38,8 +40,7 @@ class RougeScorer(BaseScorer):
     adds each reference and detokenized hypothesis with :meth:`add_string`."""
 
     def scores(self) -> Dict[str, float]:
-        from diffusion_plugin.metrics import rouge
-
+        """ROUGE-1/2/L F1 in percent: {rouge1, rouge2, rougeL}."""
         return rouge(self.pred, self.ref, str(self.cfg.rouge_tokenizer))
 
     def score(self) -> float:
@@ -53,6 +54,16 @@ class RougeScorer(BaseScorer):
             f"ROUGE-L = {scores['rougeL']:.2f} (F1 %, {self.cfg.rouge_tokenizer} words, "
             f"{len(self.pred)} examples)"
         )
+
+
+def plugin_scorers():
+    """[(name, config dataclass)] of the scorers the plugin registers, by name."""
+    from fairseq.registry import REGISTRIES
+    from fairseq.scoring import SCORER_REGISTRY
+
+    configs = REGISTRIES["scoring"]["dataclass_registry"]
+    return [(name, configs[name]) for name, cls in sorted(SCORER_REGISTRY.items())
+            if cls.__module__.startswith(__name__.rpartition(".")[0] + ".")]
 
 
 @dataclass(frozen=True)
@@ -125,13 +136,19 @@ def selected_metrics(cfg):
     ]
 
 
+def statistic_key(name, key):
+    """The logging-output key of statistic ``key`` of validation metric ``name`` (hidden
+    from fairseq's log by the leading underscore)."""
+    return f"_{name}/{key}"
+
+
 def log_validation_metrics(names, logging_outputs):
-    """Sum each metric's ``_{name}_{key}`` statistics over ``logging_outputs`` into
+    """Sum each metric's statistics (:func:`statistic_key`) over ``logging_outputs`` into
     fairseq's meters and log its values from them (nothing for a metric without any)."""
     from fairseq import metrics, utils
 
     for name in names:
-        prefix, metric = f"_{name}_", VALIDATION_METRICS[name]
+        prefix, metric = statistic_key(name, ""), VALIDATION_METRICS[name]
         keys = sorted({key[len(prefix):] for log in logging_outputs for key in log if key.startswith(prefix)})
         if not keys:
             continue

@@ -138,7 +138,7 @@ def test_eval_bleu_and_eval_rouge_share_one_decoding_of_each_validation_batch(ti
 def test_a_validation_metric_is_one_table_entry_selected_by_eval_metrics(tiny_data, monkeypatch):
     from fairseq import metrics as fairseq_metrics
 
-    from diffusion_plugin.scoring import VALIDATION_METRICS, ValidationMetric
+    from diffusion_plugin.scoring import VALIDATION_METRICS, ValidationMetric, statistic_key
 
     def words(hyps, refs, cfg):
         return {"hyp": sum(len(h.split()) for h in hyps), "ref": sum(len(r.split()) for r in refs)}
@@ -156,7 +156,7 @@ def test_a_validation_metric_is_one_table_entry_selected_by_eval_metrics(tiny_da
     with fairseq_metrics.aggregate() as aggregated:
         logs = [task.valid_step(sample, model, criterion)[2] for sample in batches]
         task.reduce_metrics(logs, criterion)
-    hyp, ref = (sum(log[f"_length_ratio_{key}"] for log in logs) for key in ("hyp", "ref"))
+    hyp, ref = (sum(log[statistic_key("length_ratio", key)] for log in logs) for key in ("hyp", "ref"))
     assert ref == sum(len(task.dataset("valid")[i]["target"]) - 1 for i in range(30))  # without </s>
     values = aggregated.get_smoothed_values()
     assert values["length_ratio"] == pytest.approx(round(100 * hyp / ref, 2))

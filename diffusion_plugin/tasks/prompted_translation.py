@@ -22,7 +22,7 @@ from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.metrics import ROUGE_TOKENIZERS
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRModel
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
-from diffusion_plugin.scoring import VALIDATION_METRICS, log_validation_metrics, selected_metrics
+from diffusion_plugin.scoring import VALIDATION_METRICS, log_validation_metrics, selected_metrics, statistic_key
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class PromptedTranslationTask(TranslationTask):
             logger.info(f"example hypothesis: {hyps[0]}\nexample reference: {refs[0]}")
         for name in self.validation_metrics:
             for key, value in VALIDATION_METRICS[name].statistics(hyps, refs, self.cfg).items():
-                logging_output[f"_{name}_{key}"] = value
+                logging_output[statistic_key(name, key)] = value
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
