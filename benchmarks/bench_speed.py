@@ -410,7 +410,7 @@ def main(args):
     references = (raw / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     from fairseq import utils
 
-    from diffusion_plugin.files import write_atomically
+    from diffusion_plugin.tools.files import write_atomically
 
     utils.import_user_module(argparse.Namespace(user_dir=str(common.USER_DIR)))
     measured = args.models.split(",")

@@ -437,7 +437,7 @@ def main(args):
     )
     report = "\n\n".join(sections) + "\n"
     print("\n" + report, flush=True)
-    from diffusion_plugin.files import write_atomically
+    from diffusion_plugin.tools.files import write_atomically
 
     write_atomically(args.workdir / "results.md", report)
     record.update(commands=commands, command=command, machine=machine(args.threads),

@@ -1,12 +1,15 @@
-"""Scores of generated text: the instruction evaluation (docs/METHOD.md §7), BLEU and ROUGE.
+"""Scores of generated text: the instruction evaluation's rules (docs/METHOD.md §7), BLEU
+and ROUGE.
 
-Used by ``scripts/evaluate_instruct.py``, ``scripts/score_rouge.py`` and the
-``--eval-bleu`` / ``--eval-rouge`` validation of ``prompted_translation``. The defaults
+Used by ``scripts/evaluate_instruct.py`` (:func:`score_instruct_set` with
+:class:`InstructRules`), fairseq-generate's ``--scoring rouge`` and the validation
+metrics of ``prompted_translation`` (``diffusion_plugin/scoring.py``). The defaults
 are the paper's scorer (its code's ``scripts/metric_instruct.py``, ``src/dd_generator.py``):
 text decoded by the tokenizer (:func:`decoded_text`), lower-cased; MGSM's last integer;
 ROUGE as py-rouge computes it. Each other rule is a named option.
 """
 
+import dataclasses
 import functools
 import importlib.metadata
 import re
@@ -189,6 +192,81 @@ def rouge(hyps: Sequence[str], refs: Sequence[str], tokenizer: str = "py-rouge")
     if not hyps:
         raise ValueError("no hypotheses to score")
     return {key: 100.0 * total / len(hyps) for key, total in rouge_sums(hyps, refs, tokenizer).items()}
+
+
+INSTRUCT_FAMILIES = ("mmlu", "bbh-nlp", "tydiqa", "mgsm", "iwslt14")
+REFERENCE_TEXTS = ("roundtrip", "raw")
+IWSLT14_TOKENIZE = {"deen": "13a", "ende": "intl"}  # the paper's sacreBLEU tokenizer per direction
+
+
+@dataclasses.dataclass(frozen=True)
+class InstructRules:
+    """How the instruct evaluation compares a hypothesis with its reference; the
+    defaults are the paper's. ``reference_text``: the target after the tokenizer round
+    trip (``roundtrip``) or the raw jsonl target (``raw``); both sides cleaned of
+    tokenization spaces (``clean_up_tokenization_spaces``) and lower-cased
+    (``lowercase``); MGSM's answer by ``mgsm_rule`` (:func:`last_number`)."""
+
+    reference_text: str = "roundtrip"
+    clean_up_tokenization_spaces: bool = True
+    lowercase: bool = True
+    mgsm_rule: str = "integer"
+
+    def __post_init__(self):
+        if self.reference_text not in REFERENCE_TEXTS:
+            raise ValueError(f"reference text {self.reference_text!r}: choose from {REFERENCE_TEXTS}")
+        if self.mgsm_rule not in MGSM_RULES:
+            raise ValueError(f"MGSM rule {self.mgsm_rule!r}: choose from {MGSM_RULES}")
+
+    def prepare(self, text: str) -> str:
+        """``text`` (a hypothesis or reference) as it is compared."""
+        return decoded_text(text, self.lowercase, self.clean_up_tokenization_spaces)
+
+    def describe(self, family: str) -> str:
+        """The comparison used for ``family``, in words (the report's ``rule``)."""
+        text = "hypothesis and reference" if self.reference_text == "roundtrip" else "hypothesis and raw jsonl target"
+        steps = [s for s, on in (("tokenizer clean-up", self.clean_up_tokenization_spaces),
+                                 ("lower-cased", self.lowercase)) if on]
+        prepared = f"{text} decoded{' with ' + ', '.join(steps) if steps else ''}"
+        if family == "mgsm":
+            return f"last {self.mgsm_rule} of {prepared}, commas removed, equal"
+        if family == "iwslt14":
+            return f"corpus sacreBLEU of {prepared}"
+        return f"exact match of {prepared}, stripped"
+
+
+def score_instruct_set(family: str, hyps: Sequence[str], refs: Sequence[str], groups: Sequence[str],
+                       rules: InstructRules = InstructRules()) -> Dict:
+    """The score of one instruct set (docs/METHOD.md §7) on prepared hypotheses and references
+    (:meth:`InstructRules.prepare`), with one group per example: {metric, score, groups}.
+
+    MMLU (accuracy, micro over questions), BBH-NLP (accuracy, macro over tasks), TyDiQA
+    (exact match, micro), MGSM (the last number equal, micro), IWSLT14 (corpus sacreBLEU
+    per direction group, 13a for deen and intl for ende, averaged over directions).
+    """
+    _check_pairs(hyps, refs)
+    if family not in INSTRUCT_FAMILIES:
+        raise ValueError(f"instruct family {family!r}: choose from {INSTRUCT_FAMILIES}")
+    if family == "iwslt14":
+        entry = {"metric": "sacreBLEU", "groups": {}}
+        for group in sorted(set(groups)):
+            if group not in IWSLT14_TOKENIZE:
+                raise ValueError(f"IWSLT14 direction {group!r}: choose from {tuple(IWSLT14_TOKENIZE)}")
+            pairs = [(h, r) for h, r, g in zip(hyps, refs, groups) if g == group]
+            entry["groups"][group] = dict(
+                bleu(*zip(*pairs), tokenize=IWSLT14_TOKENIZE[group], lowercase=rules.lowercase), examples=len(pairs)
+            )
+        entry["score"] = sum(g["score"] for g in entry["groups"].values()) / len(entry["groups"])
+        return entry
+    if family == "mgsm":
+        correct = number_matches(hyps, refs, rules.mgsm_rule)
+    else:
+        correct = [h == r for h, r in zip(hyps, refs)]
+    accuracy = grouped_accuracy(correct, groups)
+    average = "macro" if family == "bbh-nlp" else "micro"
+    kind = "exact match" if family == "tydiqa" else "accuracy"
+    return {"metric": f"{kind} % ({average} over {'tasks' if average == 'macro' else 'examples'})",
+            "score": accuracy[average], "groups": accuracy["groups"]}
 
 
 def _check_pairs(hyps, refs):

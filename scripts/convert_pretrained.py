@@ -23,8 +23,8 @@ from a masked LM). Other options are diffusion_xlmr model options of fairseq-tra
 """
 
 import argparse
-import os
-import shutil
+
+from diffusion_plugin.tools.conversion import convert
 
 
 def get_parser():
@@ -56,79 +56,13 @@ def get_parser():
     return parser
 
 
-def implied_options(pretrained, data):
-    """Model options that follow from the masked LM; options given later override them."""
-    implied = [] if data else ["--pretrained-vocab", "full"]
-    if not pretrained.tied:
-        implied.append("--untie-weights-roberta")
-    if pretrained.length_predictor is not None:
-        classes = pretrained.length_predictor["length_predictor.2.weight"].size(0)
-        implied += ["--length-predictor", "separate", "--length-classes", str(classes)]
-    return implied
-
-
 def main(argv=None):
     args, model_options = get_parser().parse_known_args(argv)
-    from fairseq import models, options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    import diffusion_plugin
-    from diffusion_plugin.pretrained import (
-        DICTIONARY_FILE,
-        SENTENCEPIECE_FILE,
-        load_pretrained_mlm,
-        read_pretrained_mlm,
-        save_checkpoint,
-        vocabulary_dictionary,
-    )
-    from diffusion_plugin.tasks.prompted_translation import PromptedTranslationTask
-
-    pretrained = read_pretrained_mlm(args.source, args.xlmr_dir)
-    os.makedirs(args.outdir, exist_ok=True)
-    fairseq_argv = [
-        os.path.abspath(args.data or args.outdir),
-        "--user-dir", os.path.dirname(diffusion_plugin.__file__),
-        "--task", "prompted_translation", "-s", args.source_lang, "-t", args.target_lang,
-        "--arch", args.arch, "--pretrained-mlm", os.path.abspath(args.source),
-        *implied_options(pretrained, args.data),
-        *model_options,
-    ]
-    cfg = convert_namespace_to_omegaconf(
-        options.parse_args_and_arch(options.get_training_parser(), fairseq_argv)
-    )
-    if args.data:
-        task = tasks.setup_task(cfg.task)
-    else:
-        dictionary = vocabulary_dictionary(pretrained)
-        dictionary.save(os.path.join(args.outdir, DICTIONARY_FILE))
-        source_dir = args.xlmr_dir or (
-            args.source if os.path.isdir(args.source) else os.path.dirname(args.source)
-        )
-        if os.path.isfile(os.path.join(source_dir, SENTENCEPIECE_FILE)):
-            shutil.copyfile(
-                os.path.join(source_dir, SENTENCEPIECE_FILE),
-                os.path.join(args.outdir, SENTENCEPIECE_FILE),
-            )
-        task = PromptedTranslationTask(cfg.task, dictionary, dictionary)
-    model = models.build_model(cfg.model, task)
-    load_pretrained_mlm(model, pretrained, str(cfg.model.pretrained_vocab))
-    checkpoint = os.path.join(args.outdir, "checkpoint.pt")
-    save_checkpoint(cfg, model, checkpoint)
-    print(
-        f"wrote {checkpoint} ({len(task.source_dictionary)} symbols); model options for "
-        f"fairseq-train --finetune-from-model: {finetune_options(args.arch, model, model_options)}"
-    )
+    checkpoint, symbols, finetune = convert(args.source, args.outdir, args.arch, args.data, args.xlmr_dir,
+                                            args.source_lang, args.target_lang, model_options)
+    print(f"wrote {checkpoint} ({symbols} symbols); model options for fairseq-train --finetune-from-model: "
+          f"{finetune}")
     return checkpoint
-
-
-def finetune_options(arch, model, model_options):
-    """The model options that rebuild the converted model (without --pretrained-mlm)."""
-    needed = ["--arch", arch, *model_options]
-    if not model.tied_embeddings:
-        needed.append("--untie-weights-roberta")
-    if model.cfg.length_predictor == "separate":
-        needed += ["--length-predictor", "separate", "--length-classes", str(model.cfg.length_classes)]
-    return " ".join(needed)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Hugging Face counterpart and is left out.
 """
 
 import argparse
-import os
-import shutil
+
+from diffusion_plugin.tools.conversion import export_huggingface
 
 
 def get_parser():
@@ -35,26 +35,8 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    from fairseq import checkpoint_utils
-    from transformers import XLMRobertaTokenizer
-
-    import diffusion_plugin  # noqa: F401  (registers the task and model)
-    from diffusion_plugin.pretrained import DICTIONARY_FILE, SENTENCEPIECE_FILE, to_huggingface
-
-    overrides = {"data": os.path.abspath(args.data)} if args.data else None
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [args.checkpoint], arg_overrides=overrides
-    )
-    dictionary = task.source_dictionary
-    to_huggingface(models[0], dictionary).save_pretrained(args.outdir)
-    dictionary.save(os.path.join(args.outdir, DICTIONARY_FILE))
-    sentencepiece_model = os.path.join(cfg.task.data, SENTENCEPIECE_FILE)
-    if os.path.isfile(sentencepiece_model):
-        shutil.copyfile(sentencepiece_model, os.path.join(args.outdir, SENTENCEPIECE_FILE))
-        tokenizer = XLMRobertaTokenizer.from_pretrained(args.outdir)  # from the copied model
-        if tokenizer.get_vocab() == dictionary.indices:
-            tokenizer.save_pretrained(args.outdir)
-    print(f"wrote {args.outdir} ({len(dictionary)} symbols)")
+    size = export_huggingface(args.checkpoint, args.outdir, args.data)
+    print(f"wrote {args.outdir} ({size} symbols)")
 
 
 if __name__ == "__main__":

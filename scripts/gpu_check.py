@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_plugin import memory_plan
+from diffusion_plugin.tools import memory_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,12 +121,10 @@ def main(argv=None):
     bleu = BLEU_RE.search(generate_log)
 
     dictionary_size = sum(1 for _ in open(data / "dict.src.txt", encoding="utf-8")) + 4
-    plan = memory_plan.plan(args.arch, memory_plan.get_parser().parse_args([
-        "--vocab-size", str(dictionary_size), "--gpus", str(gpus),
-        "--ddp-backend", "fully_sharded", "--precision", "bf16", "--checkpoint-activations",
-        "--max-tokens", str(args.max_tokens), "--overhead-gib", "0",
-        "--gpu-memory", f"{total_gib:.1f}",
-    ]))
+    plan = memory_plan.plan(args.arch, memory_plan.MemorySetup(
+        vocab_size=dictionary_size, gpus=gpus, ddp_backend="fully_sharded", precision="bf16",
+        checkpoint_activations=True, max_tokens=args.max_tokens, overhead_gib=0, gpu_memory=round(total_gib, 1),
+    ))
     print(
         f"\nGPU: {torch.cuda.get_device_name(0)} x {gpus} ({total_gib:.1f} GiB each), "
         f"torch {torch.__version__}\n"

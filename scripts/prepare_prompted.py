@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 Binarize raw parallel text for a diffusion LM that reads one sequence
-``<s> prompt target </s>`` (``diffusion_plugin.preprocessing``): each source line
+``<s> prompt target </s>`` (``diffusion_plugin.tools.preprocessing``): each source line
 is wrapped in a prompt template, both sides are encoded with sentencepiece and
 binarized with fairseq-preprocess, with one shared dictionary that always contains
 ``<mask>``. All inputs are checked before anything is written, and the output is
@@ -9,8 +9,11 @@ assembled in a temporary directory that replaces --destdir at the end.
 """
 
 import argparse
+import sys
 
-from diffusion_plugin.preprocessing import add_spm_arguments, prepare
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+from diffusion_plugin.tools.preprocessing import DEFAULT_TEMPLATE, PromptedDataConfig, SentencepieceConfig, prepare
 
 
 def get_parser():
@@ -29,7 +32,7 @@ def get_parser():
     parser.add_argument("--testpref", help="test file prefix (optional)")
     parser.add_argument(
         "--template",
-        default="Translate the German sentence to English. German: {src} English:",
+        default=DEFAULT_TEMPLATE,
         help="prompt template; {src} is replaced by the source sentence",
     )
     parser.add_argument("--destdir", required=True, help="output directory")
@@ -38,7 +41,7 @@ def get_parser():
         action="store_true",
         help="replace --destdir if it exists and is not empty",
     )
-    add_spm_arguments(parser)
+    gen_parser_from_dataclass(parser, SentencepieceConfig())
     parser.add_argument(
         "--lowercase",
         action="store_true",
@@ -52,7 +55,14 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    prepare(args)
+    try:
+        summary = prepare(PromptedDataConfig(**vars(args)))
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"prepare_prompted.py: error: {e}")
+    for split, n in summary["pairs"].items():
+        print(f"{split}: {n} pairs")
+    print(f"dictionary: {summary['dict_size']} symbols (incl. <mask>), written to {summary['destdir']}")
+    return summary
 
 
 if __name__ == "__main__":

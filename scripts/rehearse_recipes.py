@@ -266,7 +266,7 @@ def prepare(task, xlmr, work, logs):
 def score_lines(tokens, output):
     """The score lines of an evaluation command's output (none for other commands)."""
     lines = [line for line in output.splitlines() if line.strip()]
-    if tokens[0] == "tail" or tokens[1:2] == ["scripts/score_rouge.py"]:
+    if tokens[0] == "tail":
         return lines[-1:]
     if tokens[1:2] == ["scripts/evaluate_instruct.py"]:
         return [line for line in lines if re.search(r" on \d+ examples of \d+ files?$", line)]

@@ -23,59 +23,10 @@ stopped then), or 0.
 import argparse
 import shlex
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def owned(arg) -> bool:
-    """Whether ``arg`` is a flag this script sets for every rank."""
-    name = arg.split("=")[0]
-    return name in ("--cpu", "--device-id") or name.startswith("--distributed-")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def worker_commands(fairseq_train, workers, port, train_args):
-    """The command line of each rank: a list of N argument lists. A ``--ddp-backend`` in
-    ``train_args`` replaces legacy_ddp (fairseq keeps the last one)."""
-    taken = [arg for arg in train_args if owned(arg)]
-    if taken:
-        raise SystemExit(
-            f"train_local_workers.py: {taken[0]} is set by this script; drop it from the "
-            "fairseq-train arguments (--workers N sets the world size)"
-        )
-    shared = [
-        "--cpu", "--distributed-world-size", str(workers),
-        "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-        "--distributed-backend", "gloo", "--distributed-no-spawn", "--ddp-backend", "legacy_ddp",
-    ]
-    return [[fairseq_train, *shared, *train_args, "--distributed-rank", str(rank)] for rank in range(workers)]
-
-
-def run_workers(commands):
-    """Start every command; wait for all; on the first failure stop the rest. Returns the exit status."""
-    processes = [subprocess.Popen(command) for command in commands]
-    try:
-        while True:
-            codes = [process.poll() for process in processes]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed or all(code == 0 for code in codes):
-                return failed[0] if failed else 0
-            time.sleep(0.2)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            process.wait()
+from diffusion_plugin.tools.local_workers import free_port, run_workers, worker_commands
 
 
 def main(argv=None):
@@ -96,7 +47,10 @@ def main(argv=None):
     fairseq_train = args.fairseq_train or str(Path(sys.executable).with_name("fairseq-train"))
     if shutil.which(fairseq_train) is None:
         parser.error(f"--fairseq-train {fairseq_train} is not an executable; install fairseq or name it")
-    commands = worker_commands(fairseq_train, args.workers, args.port or free_port(), train_args)
+    try:
+        commands = worker_commands(fairseq_train, args.workers, args.port or free_port(), train_args)
+    except ValueError as e:
+        sys.exit(f"train_local_workers.py: {e}")
     if args.dry_run:
         for command in commands:
             print(shlex.join(command))

@@ -1,7 +1,6 @@
 """Helpers the tests share: the tiny corpus and its binarization, the tiny training
 configuration, running fairseq commands and scripts, saving a checkpoint."""
 
-import importlib.util
 import os
 import random
 import subprocess
@@ -43,14 +42,6 @@ def run(command, ok=True, env=None, **kwargs):
         f"{command[0]} exited with {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result
-
-
-def load_script(name):
-    """The module scripts/{name}.py."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def batch(task, indices, split="test"):

@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 
-from helpers import BIN, SCRIPTS, TINY_ARGS, load_script, run
+from helpers import BIN, SCRIPTS, TINY_ARGS, run
+from diffusion_plugin.tools.local_workers import worker_commands
 
 UPDATES = 4
 TRAIN_ARGS = [
@@ -71,8 +72,7 @@ def test_two_workers_reach_the_parameters_of_one_worker_with_update_freq_2(runs)
 
 
 def test_each_rank_gets_fairseqs_distributed_flags(tmp_path):
-    script = load_script("train_local_workers")
-    commands = script.worker_commands("fairseq-train", 3, 12345, ["data", "--max-update", "5"])
+    commands = worker_commands("fairseq-train", 3, 12345, ["data", "--max-update", "5"])
     assert [command[-1] for command in commands] == ["0", "1", "2"]
     expected = (
         "fairseq-train --cpu --distributed-world-size 3 --distributed-init-method tcp://127.0.0.1:12345 "
@@ -80,5 +80,5 @@ def test_each_rank_gets_fairseqs_distributed_flags(tmp_path):
         "--distributed-rank 1"
     )
     assert shlex.join(commands[1]) == expected
-    with pytest.raises(SystemExit, match="--distributed-world-size is set by this script"):
-        script.worker_commands("fairseq-train", 2, 12345, ["data", "--distributed-world-size", "4"])
+    with pytest.raises(ValueError, match="--distributed-world-size is set by scripts/train_local_workers.py"):
+        worker_commands("fairseq-train", 2, 12345, ["data", "--distributed-world-size", "4"])

@@ -1,5 +1,6 @@
 """examples/instruct_cpu.sh --smoke (instruction tuning + scripts/evaluate_instruct.py on
-every shared instruct set), and ROUGE from training validation and fairseq-generate."""
+every shared instruct set), and ROUGE from training validation and fairseq-generate
+--scoring rouge."""
 
 import json
 import re
@@ -7,12 +8,10 @@ import sys
 
 import pytest
 
-from helpers import BIN, ROOT, TASK_ARGS, load_script, run, write_reversal_corpus
+from helpers import BIN, ROOT, TASK_ARGS, run, write_reversal_corpus
 
 pytestmark = pytest.mark.slow  # examples/instruct_cpu.sh and fairseq runs (subprocesses)
 
-evaluate_instruct = load_script("evaluate_instruct")
-score_rouge = load_script("score_rouge")
 INSTRUCT = ROOT.parent / "shared" / "data" / "instruct"
 SETS = ("mmlu/0-shot", "bbh-nlp/0-shot", "tydiqa/0-shot", "mgsm/0-shot", "iwslt14/0-shot")
 
@@ -26,6 +25,7 @@ def smoke(tmp_path_factory):
     return workdir, result.stdout
 
 
+@pytest.mark.slow
 def test_smoke_recipe_reports_every_instruct_set(smoke):
     workdir, stdout = smoke
     report = json.loads((workdir / "report.json").read_text())
@@ -49,10 +49,11 @@ def test_smoke_recipe_reports_every_instruct_set(smoke):
     assert summary["splits"]["train"]["examples"] == 300
 
 
+@pytest.mark.slow
 def test_evaluation_with_a_length_beam_and_without_lowercasing(smoke):
     workdir, _ = smoke
     out = workdir / "beam.json"
-    evaluate_instruct.main([
+    run([sys.executable, "scripts/evaluate_instruct.py",
         "--path", str(workdir / "checkpoints" / "checkpoint_last.pt"), "--data", str(workdir / "data-bin"),
         "--instruct-dir", str(INSTRUCT), "--sets", "mgsm/3-shot", "iwslt14/1-shot",
         "--split", "iwslt14=validation", "--max-per-file", "1", "--length-beam", "2", "--no-lowercase",
@@ -65,16 +66,20 @@ def test_evaluation_with_a_length_beam_and_without_lowercasing(smoke):
     assert "case:mixed" in report["sets"]["iwslt14/1-shot"]["groups"]["deen"]["signature"]
 
 
+@pytest.mark.slow
 def test_evaluation_rejects_an_unknown_set(smoke):
     workdir, _ = smoke
-    with pytest.raises(SystemExit, match="--sets 'gsm8k/0-shot'"):
-        evaluate_instruct.main([
-            "--path", str(workdir / "checkpoints" / "checkpoint_last.pt"), "--data", str(workdir / "data-bin"),
-            "--instruct-dir", str(INSTRUCT), "--sets", "gsm8k/0-shot", "--out", str(workdir / "x.json"),
-        ])
+    result = run([
+        sys.executable, "scripts/evaluate_instruct.py",
+        "--path", str(workdir / "checkpoints" / "checkpoint_last.pt"), "--data", str(workdir / "data-bin"),
+        "--instruct-dir", str(INSTRUCT), "--sets", "gsm8k/0-shot", "--out", str(workdir / "x.json"),
+    ], ok=False)
+    assert result.returncode == 1
+    assert "evaluate_instruct.py: error: --sets 'gsm8k/0-shot': use FAMILY/K-shot" in result.stderr
     assert not (workdir / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_rouge_in_training_validation_and_from_generate_output(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -98,17 +103,18 @@ def test_rouge_in_training_validation_and_from_generate_output(tmp_path):
         assert re.search(rf"\| {key} \d+(\.\d+)? ", valid), valid
     assert (save_dir / "checkpoint_best.pt").exists()
 
-    generate = run([
-        BIN / "fairseq-generate", data, *TASK_ARGS, "--path", save_dir / "checkpoint_best.pt", "--gen-subset",
-        "test", "--iter-decode-max-iter", "2", "--post-process", "sentencepiece", "--batch-size", "4",
-    ])
-    output = tmp_path / "generate.out"
-    output.write_text(generate.stdout)
-    hyps, refs = score_rouge.read_generate_output(str(output))
-    assert refs == (raw / "test.tgt").read_text().splitlines()
     from diffusion_plugin.metrics import rouge
 
-    scores = score_rouge.main([str(output)])
-    assert scores == dict(rouge(hyps, refs), examples=10, tokenizer="py-rouge")
-    unstemmed = score_rouge.main([str(output), "--tokenizer", "rouge-score"])
-    assert unstemmed == dict(rouge(hyps, refs, "rouge-score"), examples=10, tokenizer="rouge-score")
+    for tokenizer in ("py-rouge", "rouge-score"):
+        generate = run([
+            BIN / "fairseq-generate", data, *TASK_ARGS, "--path", save_dir / "checkpoint_best.pt", "--gen-subset",
+            "test", "--iter-decode-max-iter", "2", "--post-process", "sentencepiece", "--batch-size", "4",
+            "--scoring", "rouge", "--rouge-tokenizer", tokenizer,
+        ])
+        lines = dict(re.findall(r"^([DT]-\d+)\t(?:-?[\d.]+\t)?(.*)$", generate.stdout, re.M))
+        ids = sorted({int(key[2:]) for key in lines})
+        hyps, refs = ([lines.get(f"{kind}-{i}", "") for i in ids] for kind in "DT")
+        assert refs == (raw / "test.tgt").read_text().splitlines() and len(hyps) == 10
+        expected = rouge(hyps, refs, tokenizer)
+        assert (f"Generate test with beam=5: ROUGE-1 = {expected['rouge1']:.2f}, ROUGE-2 = {expected['rouge2']:.2f}, "
+                f"ROUGE-L = {expected['rougeL']:.2f} (F1 %, {tokenizer} words, 10 examples)") in generate.stdout

@@ -10,7 +10,9 @@ from fairscale.nn import FullyShardedDataParallel, enable_wrap
 from fairseq import checkpoint_utils
 from fairseq.trainer import Trainer
 
-from helpers import BIN, SCRIPTS, TASK_ARGS, TINY_ARGS, batch, load_script, run, save_checkpoint, training_cfg
+from helpers import BIN, SCRIPTS, TASK_ARGS, TINY_ARGS, batch, run, save_checkpoint, training_cfg
+
+from diffusion_plugin.tools.lora_merge import merge_checkpoint
 
 LORA = ["--lora-rank", "4", "--optimizer", "adam", "--lr", "1e-2"]
 
@@ -101,7 +103,7 @@ def test_a_lora_checkpoint_into_a_plain_model_names_the_fix(tiny_data, tiny_task
 def test_merged_checkpoint_gives_the_adapter_models_logits(tiny_data, tiny_task, lora_checkpoint, tmp_path):
     plain, lora = lora_checkpoint
     merged = tmp_path / "merged.pt"
-    load_script("merge_lora").main([str(lora), str(merged), "--data", str(tiny_data)])
+    merge_checkpoint(str(lora), str(merged), str(tiny_data))
     state = torch.load(merged, weights_only=False)
     assert state["cfg"]["model"]["lora_rank"] == 0 and not any("lora_" in k or "base_layer" in k for k in state["model"])
     (adapted,), _ = checkpoint_utils.load_model_ensemble([str(lora)])
@@ -111,8 +113,8 @@ def test_merged_checkpoint_gives_the_adapter_models_logits(tiny_data, tiny_task,
     expected = logits_of(adapted, sample)
     torch.testing.assert_close(logits_of(plain_model, sample), expected, atol=1e-5, rtol=0)
     assert (logits_of(start, sample) - expected).abs().max() > 1e-3, "the adapters changed the model"
-    with pytest.raises(SystemExit, match="no LoRA adapters"):
-        load_script("merge_lora").main([str(merged), str(tmp_path / "again.pt")])
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        merge_checkpoint(str(merged), str(tmp_path / "again.pt"))
 
 
 @pytest.mark.slow
@@ -163,7 +165,7 @@ def test_lm_eval_model_reads_a_lora_checkpoint_as_its_merged_one(tiny_data, lora
 
     _, lora = lora_checkpoint
     merged = tmp_path / "merged.pt"
-    load_script("merge_lora").main([str(lora), str(merged), "--data", str(tiny_data)])
+    merge_checkpoint(str(lora), str(merged), str(tiny_data))
     requests = [Instance("loglikelihood", {}, ("reverse : w1 w2 w3 =", " w3 w2 w1"), 0)]
     scores = [DiffusionLM(path=str(path), data=str(tiny_data), mc_samples=4).loglikelihood(requests)[0][0]
               for path in (lora, merged)]

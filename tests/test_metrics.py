@@ -123,6 +123,54 @@ def test_rouge_of_the_gigaword_lead_baseline_is_py_rouges():
     assert metrics.rouge(lead, references, "rouge-score")["rougeL"] == pytest.approx(18.2125, abs=5e-5)
 
 
+def gigaword_test_pairs():
+    data = ROOT.parent / "shared" / "data" / "gigaword"
+    if not data.is_dir():
+        pytest.skip(f"the shared Gigaword test set is not at {data}")
+    return [(data / f"test.{side}").read_text(encoding="utf-8").splitlines() for side in ("src", "tgt")]
+
+
+def corrupted(text):
+    """``text`` with every third word dropped and its first two words swapped."""
+    words = [w for i, w in enumerate(text.split()) if i % 3 != 2]
+    return " ".join(words[1:2] + words[:1] + words[2:])
+
+
+def scored(scorer, hyps, refs):
+    for hyp, ref in zip(hyps, refs):
+        scorer.add_string(ref, hyp)
+    return scorer
+
+
+@pytest.mark.parametrize("tokenizer", ["py-rouge", "rouge-score"])
+def test_fairseq_scorer_rouge_equals_the_default_rule_on_gigaword(tokenizer):
+    # fairseq-generate --scoring rouge builds the plugin's scorer from fairseq's registry
+    from argparse import Namespace
+
+    from fairseq.scoring import build_scorer
+
+    sources, references = gigaword_test_pairs()
+    choice = Namespace(scoring="rouge", rouge_tokenizer=tokenizer)
+    for hyps in (references, [corrupted(r) for r in references], [" ".join(s.split()[:8]) for s in sources]):
+        expected = metrics.rouge(hyps, references, tokenizer)
+        scorer = scored(build_scorer(choice, None), hyps, references)
+        assert scorer.score() == expected["rougeL"]
+        assert f"ROUGE-L = {expected['rougeL']:.2f} (F1 %, {tokenizer} words, {len(references)} examples)" in (
+            scorer.result_string())
+        assert scorer.scores() == expected
+    assert metrics.rouge(references, references, tokenizer)["rougeL"] == pytest.approx(100.0)
+    assert build_scorer("rouge", None).cfg.rouge_tokenizer == "py-rouge"  # the paper's words by default
+
+
+def test_fairseq_scorer_rouge_equals_the_default_rule_case_by_case():
+    from fairseq.scoring import build_scorer
+
+    _, references = gigaword_test_pairs()
+    for ref in references[::4]:
+        for hyp in (ref, corrupted(ref)):
+            assert scored(build_scorer("rouge", None), [hyp], [ref]).score() == metrics.rouge([hyp], [ref])["rougeL"]
+
+
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         metrics.rouge(["a", "b"], ["a"])

@@ -1,9 +1,10 @@
-"""The instruct scoring of scripts/evaluate_instruct.py against the paper's rules
-(docs/METHOD.md §7; its scorer scripts/metric_instruct.py), on at least 200 constructed predictions per
-set, and the script on small files in the paper's layout (MMLU test 0/2-shot, IWSLT14
+"""The instruct scoring (diffusion_plugin.metrics.score_instruct_set, as
+scripts/evaluate_instruct.py applies it) against the paper's rules (docs/METHOD.md §7,
+its scorer scripts/metric_instruct.py), on at least 200 constructed predictions per set, and
+the evaluation (diffusion_plugin.tools.instruct_eval) on small files in the paper's layout (MMLU test 0/2-shot, IWSLT14
 test deen/ende, TyDiQA, MGSM, BBH with empty targets).
 
-The paper's rule is written here from its scorer: hypothesis and reference both go
+The paper's rule is written here from its description: hypothesis and reference both go
 through the model's tokenizer and transformers' decode (``XLMRobertaTokenizer.decode``
 with ``clean_up_tokenization_spaces=True``), are lower-cased and stripped; exact match
 for MMLU/BBH/TyDiQA; MGSM's last ``\\d+(,\\d+)*`` as an integer (-0x7fffffff when there
@@ -19,12 +20,11 @@ import sys
 import pytest
 import sacrebleu
 
-from helpers import load_script, run, save_checkpoint, training_cfg
-
-pytestmark = pytest.mark.slow  # scripts/prepare_prompted.py runs for the model it scores (subprocesses)
+from helpers import run, save_checkpoint, training_cfg
+from diffusion_plugin.metrics import InstructRules, score_instruct_set
+from diffusion_plugin.tools import instruct_eval
 
 transformers = pytest.importorskip("transformers")
-evaluate_instruct = load_script("evaluate_instruct")
 
 NORMALIZATION = [  # references XLM-R's sentencepiece normalises
     "two  spaces", "a\u00a0b", "line\nbreak", "120 km²", "（1997）", "กำแพงเมือง", "মে\u200cয়ে", "৫ কিমি²",
@@ -149,7 +149,7 @@ def hub(model_dir):
 @pytest.fixture(scope="module")
 def paper_decode(model_dir):
     """The paper's text of a token sequence: transformers' XLM-R tokenizer on the
-    model's sentencepiece, decoded with its clean-up, lower-cased (DLLM dd_generator)."""
+    model's sentencepiece, decoded with its clean-up, lower-cased (the paper's dd_generator)."""
     tokenizer = transformers.XLMRobertaTokenizer.from_pretrained(str(model_dir[1]))
 
     def text(raw):
@@ -181,27 +181,24 @@ def paper_scores(name, cases, paper_decode):
     return scores
 
 
-def project_scores(name, cases, hub, *options):
-    """Per case, evaluate_instruct.py's score with ``options`` (its defaults if none): the
-    prediction's tokens decoded, the reference prepared as the script prepares it."""
-    from diffusion_plugin.metrics import decoded_text
-
-    args = evaluate_instruct.get_parser().parse_args(["--path", "x", "--data", "x", "--sets", name, "--out", "x",
-                                                      *options])
+def project_scores(name, cases, hub, **options):
+    """Per case, the project's score with the rules ``options`` (the defaults if none): the
+    prediction's tokens decoded, the reference prepared as the evaluation prepares it."""
+    rules = InstructRules(**options)
     examples = [("", ref, "deen" if name.startswith("iwslt14") else "g") for _, ref in cases]
-    _, _, roundtrip = evaluate_instruct.encode(hub, examples, 10_000)
-    _, _, hyps = evaluate_instruct.encode(hub, [("", pred, "") for pred, _ in cases], 10_000)
-    refs = roundtrip if args.reference_text == "roundtrip" else [ref for _, ref in cases]
+    _, _, roundtrip = instruct_eval.encode(hub, examples, 10_000)
+    _, _, hyps = instruct_eval.encode(hub, [("", pred, "") for pred, _ in cases], 10_000)
+    refs = roundtrip if rules.reference_text == "roundtrip" else [ref for _, ref in cases]
     scores = []
     for hyp, ref, example in zip(hyps, refs, examples):
-        prepared = [decoded_text(t, args.lowercase, args.clean_up_tokenization_spaces) for t in (hyp, ref)]
-        scores.append(evaluate_instruct.score_set(name, [prepared[0]], [prepared[1]], [example[2]], args)["score"])
+        prepared = [rules.prepare(t) for t in (hyp, ref)]
+        scores.append(score_instruct_set(name.split("/")[0], [prepared[0]], [prepared[1]], [example[2]], rules)["score"])
     return scores
 
 
 def test_constructed_texts_round_trip_without_unknown_pieces(hub):
     texts = {text for cases in CASES.values() for pair in cases for text in pair}
-    _, _, decoded = evaluate_instruct.encode(hub, [("", t, "") for t in texts], 10_000)
+    _, _, decoded = instruct_eval.encode(hub, [("", t, "") for t in texts], 10_000)
     assert not [t for t in decoded if "<unk>" in t]
 
 
@@ -219,18 +216,18 @@ def test_the_optional_rules_differ_from_the_papers_on_normalised_and_numeric_cas
     # TyDiQA: a perfect output loses the normalised references against the raw jsonl target
     perfect = [(t, t) for t in NORMALIZATION]
     assert paper_scores("tydiqa/0-shot", perfect, paper_decode) == [100.0] * len(perfect)
-    raw = project_scores("tydiqa/0-shot", perfect, hub, "--reference-text", "raw")
+    raw = project_scores("tydiqa/0-shot", perfect, hub, reference_text="raw")
     assert raw.count(0.0) == len(perfect)
     # IWSLT14: tokenised-style output is perfect for the paper, not without the clean-up
     # (the clean-up knows n't 's 're 'm 've, not 'll; 13a needs 4 tokens for a 4-gram)
     pairs = [(tokenised(r), r) for r in IWSLT_REFS if len(r.split()) > 3 and "'ll" not in r]
     assert paper_scores("iwslt14/0-shot", pairs, paper_decode) == pytest.approx([100.0] * len(pairs))
-    assert min(project_scores("iwslt14/0-shot", pairs, hub, "--no-clean-up-tokenization-spaces")) < 100.0
+    assert min(project_scores("iwslt14/0-shot", pairs, hub, clean_up_tokenization_spaces=False)) < 100.0
     # MGSM: signed numbers, ranges and decimals under the paper's integer rule and the decimal option
     ref = "# # # 18"
     preds = ["-18", "16-18", "18.0", "$18.00", "18.5"]
     assert paper_scores("mgsm/0-shot", [(p, ref) for p in preds], paper_decode) == [100.0, 100.0, 0.0, 0.0, 0.0]
-    decimal = project_scores("mgsm/0-shot", [(p, ref) for p in preds], hub, "--mgsm-rule", "decimal")
+    decimal = project_scores("mgsm/0-shot", [(p, ref) for p in preds], hub, mgsm_rule="decimal")
     assert decimal == [0.0, 0.0, 100.0, 100.0, 0.0]  # "16-18" ends in -18 there
     assert project_scores("mgsm/0-shot", [("18-20", "# # 20"), ("5.5", "# # 5")], hub) == [100.0, 100.0]
 
@@ -243,7 +240,7 @@ def write_jsonl(path, records):
 
 @pytest.fixture(scope="module")
 def paper_layout(tmp_path_factory):
-    """Small files laid out as the paper's data/instruct (docs/INSTRUCT.md)."""
+    """Small files laid out as the paper's data/instruct (docs/METHOD.md §7)."""
     root = tmp_path_factory.mktemp("instruct")
     question = "The following are multiple choice questions (with answers) about algebra. Q: 1+1? (A) 2 (B) 3 A:"
     for shot in ("0-shot", "2-shot"):
@@ -272,19 +269,16 @@ def paper_layout(tmp_path_factory):
     return root
 
 
-def test_evaluation_reads_the_papers_layout_and_reports_files_rules_and_empty_targets(
-    model_dir, paper_layout, tmp_path, capsys
-):
+def test_evaluation_reads_the_papers_layout_and_reports_files_rules_and_empty_targets(model_dir, paper_layout):
     path, data = model_dir
-    out = tmp_path / "report.json"
     sets = ["mmlu/0-shot", "mmlu/2-shot", "iwslt14/0-shot", "tydiqa/0-shot", "tydiqa/1-shot", "mgsm/0-shot",
             "bbh-nlp/0-shot"]
-    evaluate_instruct.main(["--path", str(path), "--data", str(data), "--instruct-dir", str(paper_layout),
-                            "--sets", *sets, "--max-iter", "2", "--out", str(out)])
-    report = json.loads(out.read_text())
+    lines = []
+    report = instruct_eval.evaluate(str(path), str(data), str(paper_layout), sets, max_iter=2, progress=lines.append)
     assert report["rules"] == {"reference_text": "roundtrip", "clean_up_tokenization_spaces": True,
                                "lowercase": True, "mgsm_rule": "integer", "direction": "deen",
-                               "tydiqa_languages": list(evaluate_instruct.TYDIQA_LANGUAGES)}
+                               "tydiqa_languages": list(instruct_eval.TYDIQA_LANGUAGES)}
+    assert [line.split(":")[0] for line in lines] == sets
 
     def files(name):
         return {os.path.relpath(f["path"], paper_layout): f["examples"] for f in report["sets"][name]["files"]}
@@ -310,25 +304,21 @@ def test_evaluation_reads_the_papers_layout_and_reports_files_rules_and_empty_ta
     colored = bbh["groups"]["reasoning about colored objects"]
     assert colored["examples"] == 4 and colored["accuracy"] >= 75.0
     assert bbh["outputs"][0] == {"hyp": "", "ref": ""}
-    table = out.with_suffix(".md").read_text()
-    assert "reasoning_about_colored_objects.jsonl (4)" in table and table in capsys.readouterr().out
+    table = instruct_eval.format_table(report)
+    assert "reasoning_about_colored_objects.jsonl (4)" in table and "| mgsm/0-shot · de |" in table
 
-    other = tmp_path / "other.json"
-    evaluate_instruct.main(["--path", str(path), "--data", str(data), "--instruct-dir", str(paper_layout),
-                            "--sets", "iwslt14/0-shot", "mmlu/0-shot", "tydiqa/0-shot", "--direction", "ende",
-                            "--split", "mmlu=val", "--tydiqa-languages", "all", "--max-iter", "1", "--out", str(other)])
-    report = json.loads(other.read_text())
+    report = instruct_eval.evaluate(str(path), str(data), str(paper_layout),
+                                    ["iwslt14/0-shot", "mmlu/0-shot", "tydiqa/0-shot"], ["mmlu=val"], "ende",
+                                    tydiqa_languages=None, max_iter=1)
     assert files("iwslt14/0-shot") == {"iwslt14/0-shot/test/ende.jsonl": 1}
     assert "tok:intl" in report["sets"]["iwslt14/0-shot"]["groups"]["ende"]["signature"]
     assert files("mmlu/0-shot") == {"mmlu/0-shot/val/anatomy.jsonl": 1}
     assert set(report["sets"]["tydiqa/0-shot"]["groups"]) == {"arabic", "english", "finnish", "thai"}
 
 
-def test_evaluation_names_the_splits_present_when_one_is_missing(model_dir, paper_layout, tmp_path):
+def test_evaluation_names_the_splits_present_when_one_is_missing(model_dir, paper_layout):
     path, data = model_dir
-    with pytest.raises(SystemExit, match=r"bbh-nlp/0-shot/test is not a directory.*\['validation'\].*--split"):
-        evaluate_instruct.main(["--path", str(path), "--data", str(data), "--instruct-dir", str(paper_layout),
-                                "--sets", "bbh-nlp/0-shot", "--split", "bbh-nlp=test", "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="--split 'mgsm=test'"):
-        evaluate_instruct.main(["--path", str(path), "--data", str(data), "--instruct-dir", str(paper_layout),
-                                "--sets", "mgsm/0-shot", "--split", "mgsm=test", "--out", str(tmp_path / "x")])
+    with pytest.raises(FileNotFoundError, match=r"bbh-nlp/0-shot/test is not a directory.*\['validation'\].*--split"):
+        instruct_eval.evaluate(str(path), str(data), str(paper_layout), ["bbh-nlp/0-shot"], ["bbh-nlp=test"])
+    with pytest.raises(ValueError, match="--split 'mgsm=test'"):
+        instruct_eval.evaluate(str(path), str(data), str(paper_layout), ["mgsm/0-shot"], ["mgsm=test"])

@@ -1,17 +1,16 @@
-"""scripts/plan_memory.py (diffusion_plugin.memory_plan): its parameter counts are the
-models' own, and its table."""
+"""scripts/plan_memory.py (diffusion_plugin.tools.memory_plan): its parameter counts are
+the models' own, and its table."""
 
 import argparse
+import sys
 
 import pytest
 import torch
 from fairseq.data import Dictionary
 
-from helpers import load_script
-from diffusion_plugin import memory_plan
+from helpers import run
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRConfig, DiffusionXLMRModel
-
-plan_memory = load_script("plan_memory")
+from diffusion_plugin.tools import memory_plan
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +51,12 @@ def test_xxl_is_10_7_billion_parameters():
     assert 10.6e9 < total < 10.8e9
 
 
-def test_fsdp_shards_the_optimizer_state_and_checkpointing_saves_activations(capsys):
-    common = ["--arch", "diffusion_xlmr_xxl", "--precision", "bf16", "--gpu-memory", "80"]
-    ddp, = plan_memory.main([*common, "--ddp-backend", "c10d"])
-    fsdp, = plan_memory.main([*common, "--ddp-backend", "fully_sharded", "--gpus", "8"])
-    fsdp_ckpt, = plan_memory.main([*common, "--gpus", "8", "--checkpoint-activations"])
+def test_fsdp_shards_the_optimizer_state_and_checkpointing_saves_activations():
+    common = {"precision": "bf16", "gpu_memory": 80}
+    setups = [memory_plan.MemorySetup(**common, ddp_backend="c10d"),
+              memory_plan.MemorySetup(**common, ddp_backend="fully_sharded", gpus=8),
+              memory_plan.MemorySetup(**common, gpus=8, checkpoint_activations=True)]
+    ddp, fsdp, fsdp_ckpt = (memory_plan.plan("diffusion_xlmr_xxl", setup) for setup in setups)
     params = fsdp["params"]
     # DDP bf16: fp32 master weights and gradients + two Adam moments on every GPU;
     # FSDP: the two Adam moments sharded over 8 GPUs
@@ -64,13 +64,8 @@ def test_fsdp_shards_the_optimizer_state_and_checkpointing_saves_activations(cap
     assert fsdp["gib"]["optimizer"] == pytest.approx(8 * params / 8 / memory_plan.GIB)
     assert fsdp_ckpt["gib"]["activations"] < fsdp["gib"]["activations"] / 5
     assert not ddp["fits"] and fsdp_ckpt["fits"]
-    printed = capsys.readouterr().out
-    assert "| diffusion_xlmr_xxl | 10.711B |" in printed and "8 GPUs x 80 GiB, FSDP, bf16" in printed
-
-
-def test_memory_efficient_with_fsdp_is_refused():
-    with pytest.raises(SystemExit, match="--memory-efficient is a DDP option"):
-        plan_memory.main(["--ddp-backend", "fully_sharded", "--memory-efficient"])
+    assert "| diffusion_xlmr_xxl | 10.711B |" in memory_plan.table([fsdp])
+    assert memory_plan.setup_line(setups[1]).startswith("8 GPUs x 80 GiB, FSDP, bf16")
 
 
 @pytest.mark.parametrize("arch", ["diffusion_xlmr_tiny", "diffusion_xlmr_base"])
@@ -97,22 +92,38 @@ def test_lora_counts_equal_the_adapted_models(arch, untied, lora, monkeypatch):
     assert trained == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def test_lora_keeps_optimizer_state_for_the_adapters_alone_and_fits_one_gpu(capsys):
-    common = ["--arch", "diffusion_xlmr_xxl", "--precision", "bf16", "--ddp-backend", "c10d",
-              "--checkpoint-activations"]
-    full, = plan_memory.main(common)
-    lora, = plan_memory.main([*common, "--lora-rank", "16"])
+def test_lora_keeps_optimizer_state_for_the_adapters_alone_and_fits_one_gpu():
+    common = dict(precision="bf16", ddp_backend="c10d", checkpoint_activations=True)
+    full = memory_plan.plan("diffusion_xlmr_xxl", memory_plan.MemorySetup(**common))
+    lora = memory_plan.plan("diffusion_xlmr_xxl", memory_plan.MemorySetup(**common, lora_rank=16))
     assert lora["trainable"] < lora["params"] / 100
     assert lora["gib"]["optimizer"] == pytest.approx((4 + 4 + 8) * lora["trainable"] / memory_plan.GIB)
     assert lora["gib"]["parameters"] == pytest.approx(2 * lora["params"] / memory_plan.GIB)
     assert not full["fits"] and lora["fits"]
-    with pytest.raises(SystemExit, match="--lora-rank trains under --ddp-backend c10d"):
-        plan_memory.main(["--ddp-backend", "fully_sharded", "--lora-rank", "8"])
-    capsys.readouterr()
-    plan_memory.main(["--arch", "diffusion_xlmr_xxl", "--smallest-gpus", "--checkpoint-activations",
-                      "--lora-rank", "16"])
-    printed = capsys.readouterr().out
-    counts = memory_plan.smallest_gpu_counts("diffusion_xlmr_xxl", memory_plan.get_parser().parse_args(
-        ["--checkpoint-activations", "--lora-rank", "16"]))
+    with pytest.raises(ValueError, match="--lora-rank trains under --ddp-backend c10d"):
+        memory_plan.plan("diffusion_xlmr_xxl", memory_plan.MemorySetup(ddp_backend="fully_sharded", lora_rank=8))
+    setup = memory_plan.MemorySetup(checkpoint_activations=True, lora_rank=16)
+    counts = memory_plan.smallest_gpu_counts("diffusion_xlmr_xxl", setup)
     assert counts["full"] > 1 and counts["lora"] == 1
+    printed = memory_plan.smallest_gpus_table(["diffusion_xlmr_xxl"], setup)
     assert f"| diffusion_xlmr_xxl | {counts['full']} | 1 (each GPU: the whole model) |" in printed
+
+
+def test_memory_efficient_with_fsdp_and_offloading_without_checkpointing_are_refused():
+    with pytest.raises(ValueError, match="--memory-efficient is a DDP option"):
+        memory_plan.plan("diffusion_xlmr_tiny", memory_plan.MemorySetup(ddp_backend="fully_sharded", memory_efficient=True))
+    with pytest.raises(ValueError, match="--offload-activations needs --checkpoint-activations"):
+        memory_plan.plan("diffusion_xlmr_tiny", memory_plan.MemorySetup(offload_activations=True))
+
+
+@pytest.mark.slow
+def test_the_script_prints_the_table_and_refuses_bad_setups_with_exit_code_1():
+    common = [sys.executable, "scripts/plan_memory.py", "--arch", "diffusion_xlmr_xxl", "--gpu-memory", "80"]
+    result = run([*common, "--gpus", "8", "--checkpoint-activations"])
+    assert "| diffusion_xlmr_xxl | 10.711B |" in result.stdout
+    assert "8 GPUs x 80 GiB, FSDP, bf16, activation checkpointing" in result.stdout
+    refused = run([*common, "--memory-efficient"], ok=False)
+    assert refused.returncode == 1
+    assert "plan_memory.py: error: --memory-efficient is a DDP option" in refused.stderr
+    smallest = run([*common, "--smallest-gpus", "--checkpoint-activations", "--lora-rank", "16"])
+    assert "| diffusion_xlmr_xxl |" in smallest.stdout and "1 (each GPU: the whole model)" in smallest.stdout

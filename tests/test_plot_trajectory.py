@@ -1,10 +1,12 @@
-"""scripts/plot_trajectory.py: reading --retain-iter-history output and drawing it."""
+"""scripts/plot_trajectory.py (diffusion_plugin.tools.trajectory): reading
+--retain-iter-history output and drawing it."""
+
+import sys
 
 import pytest
 
-from helpers import load_script
-
-plot_trajectory = load_script("plot_trajectory")
+from helpers import run
+from diffusion_plugin.tools import trajectory
 
 OUTPUT = """S-0\tReverse : a b c =
 T-0\tc b a
@@ -23,33 +25,44 @@ E-1_3\tz y
 def test_cell_states_name_what_each_step_did(tmp_path):
     path = tmp_path / "gen.txt"
     path.write_text(OUTPUT)
-    histories = plot_trajectory.read_histories(path)
+    histories = trajectory.read_histories(path)
     assert histories[0][1] == ["c", "<mask>", "<mask>"]
-    assert plot_trajectory.cell_states(histories[1]) == [
+    assert trajectory.cell_states(histories[1]) == [
         ["masked", "masked"],
         ["committed", "masked"],
         ["remasked", "committed"],
         ["committed", "kept"],
     ]
-    assert plot_trajectory.cell_states([["a", "b"], ["a", "c"]])[1] == ["kept", "replaced"]
+    assert trajectory.cell_states([["a", "b"], ["a", "c"]])[1] == ["kept", "replaced"]
 
 
 def test_writes_a_png(tmp_path):
     path = tmp_path / "gen.txt"
     path.write_text(OUTPUT)
     out = tmp_path / "trajectory.png"
-    plot_trajectory.main([str(path), "--ids", "0", "1", "--out", str(out)])
+    assert trajectory.draw(str(path), [0, 1], str(out)) == [0, 1]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_input_names_the_file_and_the_fix(tmp_path):
     path = tmp_path / "gen.txt"
     path.write_text("H-0\t-0.5\tc b a\n")
-    with pytest.raises(SystemExit, match="--retain-iter-history"):
-        plot_trajectory.main([str(path)])
+    with pytest.raises(ValueError, match="--retain-iter-history"):
+        trajectory.draw(str(path))
     path.write_text(OUTPUT)
-    with pytest.raises(SystemExit, match=r"sentence id\(s\) \[7\]"):
-        plot_trajectory.main([str(path), "--ids", "7"])
+    with pytest.raises(ValueError, match=r"sentence id\(s\) \[7\]"):
+        trajectory.draw(str(path), [7])
     path.write_text("E-0_0\t<mask>\nE-0_2\tx\n")
-    with pytest.raises(SystemExit, match="misses steps"):
-        plot_trajectory.main([str(path)])
+    with pytest.raises(ValueError, match="misses steps"):
+        trajectory.draw(str(path))
+
+
+@pytest.mark.slow
+def test_the_script_draws_and_exits_with_1_on_bad_input(tmp_path):
+    path = tmp_path / "gen.txt"
+    path.write_text(OUTPUT)
+    out = tmp_path / "t.png"
+    result = run([sys.executable, "scripts/plot_trajectory.py", path, "--out", out])
+    assert result.stdout.strip() == f"wrote {out} (2 sentences)" and out.exists()
+    failed = run([sys.executable, "scripts/plot_trajectory.py", path, "--ids", "7"], ok=False)
+    assert failed.returncode == 1 and "error: " in failed.stderr and "sentence id(s) [7]" in failed.stderr

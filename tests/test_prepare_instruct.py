@@ -1,5 +1,6 @@
-"""scripts/prepare_instruct.py and diffusion_plugin/data/instruct_jsonl.py: jsonl ->
-mixture -> binarized data, left truncation, bad input."""
+"""scripts/prepare_instruct.py (diffusion_plugin.tools.instruct_data) and
+diffusion_plugin/data/instruct_jsonl.py: jsonl -> mixture -> binarized data, left
+truncation, bad input."""
 
 import gzip
 import json
@@ -9,10 +10,8 @@ import pytest
 import sentencepiece
 from fairseq.data import Dictionary, data_utils
 
-from helpers import load_script
 from diffusion_plugin.data.instruct_jsonl import left_truncate, read_jsonl
-
-prepare_instruct = load_script("prepare_instruct")
+from diffusion_plugin.tools import instruct_data
 
 
 def write_jsonl_gz(path, examples):
@@ -46,8 +45,8 @@ def test_bad_jsonl_lines_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.jsonl line 2 needs string fields"):
         list(read_jsonl(str(path)))
     path.write_text('{"inputs": "a", "targets": "b"}\nnot json\n')
-    with pytest.raises(SystemExit, match=r"bad\.jsonl line 2 is not JSON"):
-        prepare_instruct.main(["binarize", "--train", str(path), "--destdir", str(tmp_path / "bin")])
+    with pytest.raises(ValueError, match=r"bad\.jsonl line 2 is not JSON"):
+        instruct_data.binarize(instruct_data.InstructDataConfig(train=[str(path)], destdir=str(tmp_path / "bin")))
     assert not (tmp_path / "bin").exists()
 
 
@@ -57,7 +56,7 @@ def flan_dir(tmp_path):
     example k of source s is ("s k: ...", "answer k")."""
     directory = tmp_path / "flan_2022"
     directory.mkdir()
-    for name in prepare_instruct.FLAN_2022_RATIOS:
+    for name in instruct_data.FLAN_2022_RATIOS:
         examples = [(f"{name} {k}: question number {k} about {name}", f"answer {k}") for k in range(3)]
         if name == "flan_fs_opt":
             for part in (1, 2, 3):
@@ -69,7 +68,7 @@ def flan_dir(tmp_path):
 
 def test_flan_mixture_follows_the_ratios_and_reads_each_file_in_order(flan_dir, tmp_path):
     out = tmp_path / "mixture.jsonl.gz"
-    prepare_instruct.main(["mix", "--dir", str(flan_dir), "--examples", "4000", "--out", str(out)])
+    counts = instruct_data.mix(str(flan_dir), 4000, str(out))
     drawn = list(read_jsonl(str(out)))
     assert len(drawn) == 4000
     by_source = {}
@@ -77,17 +76,18 @@ def test_flan_mixture_follows_the_ratios_and_reads_each_file_in_order(flan_dir, 
         name, k = re.match(r"(\w+) (\d+):", inputs).groups()
         by_source.setdefault(name, []).append(int(k))
         assert targets == f"answer {k}"
-    total = sum(prepare_instruct.FLAN_2022_RATIOS.values())
-    for name, ratio in prepare_instruct.FLAN_2022_RATIOS.items():
+    total = sum(instruct_data.FLAN_2022_RATIOS.values())
+    for name, ratio in instruct_data.FLAN_2022_RATIOS.items():
         share = len(by_source[name]) / 4000
         assert share == pytest.approx(ratio / total, abs=0.02), name
         assert by_source[name][:5] == [0, 1, 2, 0, 1], "read in order, from the start again at the end"
+    assert counts == {name: len(ks) for name, ks in sorted(by_source.items())}
 
 
 def test_mixture_source_missing_is_named(flan_dir, tmp_path):
     (flan_dir / "cot_zs_opt_train.jsonl.gz").unlink()
-    with pytest.raises(SystemExit, match="cot_zs_opt.*download_flan_2022"):
-        prepare_instruct.main(["mix", "--dir", str(flan_dir), "--examples", "10", "--out", str(tmp_path / "m.jsonl")])
+    with pytest.raises(FileNotFoundError, match="cot_zs_opt.*download_flan_2022"):
+        instruct_data.mix(str(flan_dir), 10, str(tmp_path / "m.jsonl"))
 
 
 def test_binarize_left_truncates_counts_and_keeps_the_full_vocabulary(tmp_path):
@@ -96,10 +96,8 @@ def test_binarize_left_truncates_counts_and_keeps_the_full_vocabulary(tmp_path):
     examples.append(("a prompt whose target is empty", ""))
     write_jsonl_gz(train, examples)
     dest = tmp_path / "bin"
-    summary = prepare_instruct.main(
-        ["binarize", "--train", str(train), "--test", str(train), "--vocab-size", "60", "--max-positions", "12",
-         "--destdir", str(dest)]
-    )
+    summary = instruct_data.binarize(instruct_data.InstructDataConfig(
+        train=[str(train)], test=[str(train)], vocab_size=60, max_positions=12, destdir=str(dest)))
     processor = sentencepiece.SentencePieceProcessor(model_file=str(dest / "sentencepiece.bpe.model"))
     dictionary = Dictionary.load(str(dest / "dict.src.txt"))
     assert "<mask>" in dictionary.indices

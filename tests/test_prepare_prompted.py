@@ -1,12 +1,16 @@
-"""scripts/prepare_prompted.py and scripts/make_synthetic_corpus.py: outputs and bad input."""
+"""scripts/prepare_prompted.py (diffusion_plugin.tools.preprocessing) and
+scripts/make_synthetic_corpus.py (diffusion_plugin.tools.synthetic_corpus): outputs and bad input."""
+
+import sys
 
 import pytest
 from fairseq.data import Dictionary, data_utils
 
-from helpers import load_script, write_reversal_corpus
+from helpers import run, write_reversal_corpus
+from diffusion_plugin.tools import synthetic_corpus
+from diffusion_plugin.tools.preprocessing import PromptedDataConfig, prepare
 
-prepare_prompted = load_script("prepare_prompted")
-make_synthetic_corpus = load_script("make_synthetic_corpus")
+BAD_INPUT = (ValueError, FileNotFoundError)
 
 
 @pytest.fixture()
@@ -17,17 +21,17 @@ def raw(tmp_path):
     return directory
 
 
-def argv(raw, dest, *extra):
-    return [
-        "--source-lang", "src", "--target-lang", "tgt",
-        "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"), "--testpref", str(raw / "test"),
-        "--vocab-size", "60", "--destdir", str(dest), *extra,
-    ]
+def config(raw, dest, **options):
+    return PromptedDataConfig(**{
+        "source_lang": "src", "target_lang": "tgt", "trainpref": str(raw / "train"), "validpref": str(raw / "valid"),
+        "testpref": str(raw / "test"), "vocab_size": 60, "destdir": str(dest), **options,
+    })
 
 
 def test_outputs_prompted_binarized_data_with_mask(raw, tmp_path):
     dest = tmp_path / "bin"
-    prepare_prompted.main(argv(raw, dest, "--template", "Q: {src} A:"))
+    summary = prepare(config(raw, dest, template="Q: {src} A:"))
+    assert summary["pairs"] == {"train": 50, "valid": 5, "test": 5} and summary["destdir"] == str(dest)
     src_dict = Dictionary.load(str(dest / "dict.src.txt"))
     assert (dest / "dict.src.txt").read_text() == (dest / "dict.tgt.txt").read_text()
     assert "<mask>" in src_dict.indices
@@ -42,11 +46,9 @@ def test_outputs_prompted_binarized_data_with_mask(raw, tmp_path):
 
 def test_existing_spm_model_and_dictionary_are_reused(raw, tmp_path):
     first = tmp_path / "first"
-    prepare_prompted.main(argv(raw, first))
+    prepare(config(raw, first))
     second = tmp_path / "second"
-    prepare_prompted.main(
-        argv(raw, second, "--spm-model", str(first / "sentencepiece.bpe.model"), "--dict", str(first / "dict.src.txt"))
-    )
+    prepare(config(raw, second, spm_model=str(first / "sentencepiece.bpe.model"), dict=str(first / "dict.src.txt")))
     assert (first / "dict.src.txt").read_text() == (second / "dict.src.txt").read_text()
 
 
@@ -63,44 +65,54 @@ def test_existing_spm_model_and_dictionary_are_reused(raw, tmp_path):
 def test_bad_corpora_fail_with_one_clear_message_and_write_nothing(raw, tmp_path, corrupt, message):
     corrupt(raw)
     dest = tmp_path / "bin"
-    with pytest.raises(SystemExit, match=message):
-        prepare_prompted.main(argv(raw, dest))
+    with pytest.raises(BAD_INPUT, match=message):
+        prepare(config(raw, dest))
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == [raw]
 
 
 def test_template_without_placeholder_is_rejected(raw, tmp_path):
-    with pytest.raises(SystemExit, match=r"--template.*\{src\}"):
-        prepare_prompted.main(argv(raw, tmp_path / "bin", "--template", "Translate this:"))
+    with pytest.raises(ValueError, match=r"--template.*\{src\}"):
+        prepare(config(raw, tmp_path / "bin", template="Translate this:"))
+    assert not (tmp_path / "bin").exists()
+
+
+@pytest.mark.slow
+def test_the_script_prints_the_error_and_exits_with_1(raw, tmp_path):
+    result = run([sys.executable, "scripts/prepare_prompted.py", "--trainpref", raw / "train", "--destdir",
+                  tmp_path / "bin", "--template", "Translate this:"], ok=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("prepare_prompted.py: error: --template 'Translate this:' does not "
+                                          "contain the placeholder {src}; add {src} where the source sentence goes")
     assert not (tmp_path / "bin").exists()
 
 
 def test_dictionary_without_spm_model_is_rejected(raw, tmp_path):
-    with pytest.raises(SystemExit, match="--spm-model"):
-        prepare_prompted.main(argv(raw, tmp_path / "bin", "--dict", str(raw / "train.src")))
+    with pytest.raises(ValueError, match="--spm-model"):
+        prepare(config(raw, tmp_path / "bin", dict=str(raw / "train.src")))
 
 
 def test_spm_model_alone_gives_the_pieces_of_the_training_data(raw, tmp_path):
     first = tmp_path / "first"
-    prepare_prompted.main(argv(raw, first, "--vocab-size", "80"))
+    prepare(config(raw, first, vocab_size=80))
     (raw / "train.src").write_text("reverse : w1 w2 =\n" * 50)
     (raw / "train.tgt").write_text("w2 w1\n" * 50)
     second = tmp_path / "second"
-    prepare_prompted.main(argv(raw, second, "--spm-model", str(first / "sentencepiece.bpe.model")))
+    prepare(config(raw, second, spm_model=str(first / "sentencepiece.bpe.model")))
     full, pruned = (Dictionary.load(str(d / "dict.src.txt")) for d in (first, second))
     assert set(pruned.symbols) < set(full.symbols) and "<mask>" in pruned.indices
 
 
 def test_missing_spm_model_names_the_flag_and_writes_nothing(raw, tmp_path):
     missing = tmp_path / "missing.model"
-    with pytest.raises(SystemExit, match=r"--spm-model .*missing\.model does not exist"):
-        prepare_prompted.main(argv(raw, tmp_path / "bin", "--spm-model", str(missing), "--dict", str(raw / "train.src")))
+    with pytest.raises(FileNotFoundError, match=r"--spm-model .*missing\.model does not exist"):
+        prepare(config(raw, tmp_path / "bin", spm_model=str(missing), dict=str(raw / "train.src")))
     assert not (tmp_path / "bin").exists()
 
 
 def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):
-    make_synthetic_corpus.main(["--outdir", str(tmp_path / "a"), "--train", "300", "--valid", "50", "--test", "50"])
-    make_synthetic_corpus.main(["--outdir", str(tmp_path / "b"), "--train", "300", "--valid", "50", "--test", "50"])
+    for outdir in ("a", "b"):
+        synthetic_corpus.write_corpus(str(tmp_path / outdir), 1, {"train": 300, "valid": 50, "test": 50})
     for name in ("train.src", "train.tgt", "test.src", "test.tgt"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     train = set((tmp_path / "a" / "train.src").read_text().splitlines())
@@ -113,7 +125,7 @@ def test_synthetic_corpus_is_seeded_disjoint_and_reorders(tmp_path):
 
 
 def test_synthetic_translation_is_the_mirrored_word_by_word_translation():
-    lex, (pairs,) = make_synthetic_corpus.generate(1, [200])
+    lex, (pairs,) = synthetic_corpus.generate(1, [200])
     function_words = {"subj": "of", "obj": "to", "def": "the", "indef": "a",
                       "past": "did", "future": "will", "neg": "not"}
     lexicon = dict(lex.nouns + lex.verbs + lex.adjectives + lex.time_adverbs

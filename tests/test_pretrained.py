@@ -15,7 +15,8 @@ from fairseq.data import Dictionary, data_utils
 from fairseq_cli import preprocess
 from torch import nn
 
-from helpers import BIN, load_script, run, training_cfg
+from helpers import BIN, run, training_cfg
+from diffusion_plugin.tools.conversion import convert, export_huggingface
 from diffusion_plugin.pretrained import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -35,8 +36,6 @@ TEXT = [
 ]
 UNSEEN = "not-a-piece"
 
-convert_pretrained = load_script("convert_pretrained")
-export_huggingface = load_script("export_huggingface")
 
 
 @pytest.fixture(scope="module")
@@ -307,9 +306,7 @@ def test_converter_turns_a_released_checkpoint_into_one_fairseq_generate_loads(t
     shutil.copy(sentencepiece_model[1], released_dir)  # as the release's slow tokenizer saved it
 
     out = tmp_path / "converted"
-    convert_pretrained.main(
-        [str(released_dir), str(out), "--arch", "diffusion_xlmr_tiny", *SHAPE, "--dropout", "0"]
-    )
+    convert(str(released_dir), str(out), "diffusion_xlmr_tiny", model_options=[*SHAPE, "--dropout", "0"])
     assert_converted_release_gives_its_outputs(tmp_path, out, released, vocabulary, tokenizer, sentencepiece_model)
 
 
@@ -355,18 +352,18 @@ def test_converter_reads_the_official_trainer_layout_with_the_xlmr_directory(tmp
     state = {"global_step": 1000, "best_model_checkpoint": "/train/output/run/checkpoint-500"}
     (run_dir / "checkpoint-1000" / "trainer_state.json").write_text(json.dumps(state))
     assert [p.name for p in (run_dir / "checkpoint-500").iterdir()] == ["pytorch_model.bin"]
-    options = ["--arch", "diffusion_xlmr_tiny", *SHAPE, "--dropout", "0"]
+    options = [*SHAPE, "--dropout", "0"]
 
     with pytest.raises(ValueError, match="holds only weights .* --xlmr-dir XLMR_DIR"):
-        convert_pretrained.main([str(run_dir / "checkpoint-500"), str(tmp_path / "none"), *options])
+        convert(str(run_dir / "checkpoint-500"), str(tmp_path / "none"), "diffusion_xlmr_tiny", model_options=options)
     wrong = tmp_path / "xlm-roberta-3-layers"
     transformers.XLMRobertaConfig(**{**mlm.config.to_dict(), "num_hidden_layers": 3}).save_pretrained(wrong)
     with pytest.raises(ValueError, match=r"2 layers, but .*config.json has 32 with 3; .*\(--xlmr-dir\)"):
-        convert_pretrained.main([str(run_dir), str(tmp_path / "none"), "--xlmr-dir", str(wrong), *options])
+        convert(str(run_dir), str(tmp_path / "none"), "diffusion_xlmr_tiny", xlmr_dir=str(wrong), model_options=options)
 
     for source, step in ((run_dir, 500), (run_dir / "checkpoint-1000", 1000)):
         out = tmp_path / f"converted-{step}"
-        convert_pretrained.main([str(source), str(out), "--xlmr-dir", str(xlmr_dir), *options])
+        convert(str(source), str(out), "diffusion_xlmr_tiny", xlmr_dir=str(xlmr_dir), model_options=options)
         assert_converted_release_gives_its_outputs(tmp_path, out, trained[step], vocabulary, tokenizer, sentencepiece_model)
         other = trained[1500 - step]  # the other checkpoint: its weights differ
         with pytest.raises(AssertionError):
@@ -377,7 +374,7 @@ def test_export_then_import_gives_identical_logits(tmp_path, xlmr, pruned, sente
     cfg, model = build(tmp_path / "data", pruned, "--pretrained-mlm", str(xlmr[0]))
     save_checkpoint(cfg, model, str(tmp_path / "checkpoint.pt"))
     exported = tmp_path / "hf"
-    export_huggingface.main([str(tmp_path / "checkpoint.pt"), str(exported), "--data", str(tmp_path / "data")])
+    assert export_huggingface(str(tmp_path / "checkpoint.pt"), str(exported), str(tmp_path / "data")) == len(pruned)
 
     _, imported = build(tmp_path / "data2", pruned, "--pretrained-mlm", str(exported))
     tokens = tokens_of(pruned, sentencepiece_model[0])
@@ -408,9 +405,11 @@ def test_full_vocabulary_needs_every_symbol(tmp_path, xlmr, pruned):
 def test_converted_checkpoint_starts_finetuning_and_needs_its_untied_embeddings(tmp_path, xlmr, tiny_data):
     """The FSDP route of docs/PRETRAINED.md without FSDP: convert for a task dictionary
     (pruned, so untied), then fairseq-train --finetune-from-model."""
-    model_options = ["--arch", "diffusion_xlmr_tiny", *SHAPE, "--length-classes", "16"]
+    model_options = [*SHAPE, "--length-classes", "16"]
     out = tmp_path / "init"
-    convert_pretrained.main([str(xlmr[0]), str(out), "--data", str(tiny_data), *model_options])
+    checkpoint, _, finetune = convert(str(xlmr[0]), str(out), "diffusion_xlmr_tiny", str(tiny_data),
+                                      model_options=model_options)
+    assert checkpoint == str(out / "checkpoint.pt") and "--untie-weights-roberta" in finetune
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     cfg = training_cfg(tiny_data)  # a tied model cannot hold embeddings trained apart
     tied_model = tasks.setup_task(cfg.task).build_model(cfg.model)
@@ -423,7 +422,7 @@ def test_converted_checkpoint_starts_finetuning_and_needs_its_untied_embeddings(
         [
             str(BIN / "fairseq-train"), str(tiny_data), "--user-dir", "diffusion_plugin",
             "--task", "prompted_translation", "-s", "src", "-t", "tgt",
-            *model_options, "--untie-weights-roberta",
+            "--arch", "diffusion_xlmr_tiny", *model_options, "--untie-weights-roberta",
             "--finetune-from-model", str(out / "checkpoint.pt"),
             "--criterion", "masked_diffusion", "--optimizer", "adam", "--lr", "1e-4",
             "--max-tokens", "500", "--max-update", "1", "--disable-validation",

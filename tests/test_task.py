@@ -133,3 +133,36 @@ def test_eval_bleu_and_eval_rouge_share_one_decoding_of_each_validation_batch(ti
     # both scores are of that one decoding: sacreBLEU 13a (smooth exp) and py-rouge ROUGE-L, lower-cased
     assert values["bleu"] == pytest.approx(round(sacrebleu.corpus_bleu(decoded, [refs], tokenize="13a").score, 2))
     assert values["rougeL"] == pytest.approx(round(rouge(decoded, refs)["rougeL"], 2))
+
+
+def test_a_validation_metric_is_one_table_entry_selected_by_eval_metrics(tiny_data, monkeypatch):
+    from fairseq import metrics as fairseq_metrics
+
+    from diffusion_plugin.scoring import VALIDATION_METRICS, ValidationMetric, statistic_key
+
+    def words(hyps, refs, cfg):
+        return {"hyp": sum(len(h.split()) for h in hyps), "ref": sum(len(r.split()) for r in refs)}
+
+    monkeypatch.setitem(VALIDATION_METRICS, "length_ratio", ValidationMetric(
+        ("length_ratio",), words, lambda sums: {"length_ratio": 100 * sums["hyp"] / sums["ref"]}))
+    cfg = training_cfg(tiny_data, "--eval-metrics", "length_ratio", "--eval-bleu-args", '{"iter_decode_max_iter": 1}')
+    task = tasks.setup_task(cfg.task)
+    assert task.validation_metrics == ["length_ratio"]
+    task.load_dataset("valid")
+    torch.manual_seed(0)
+    model = task.build_model(cfg.model).eval()
+    criterion = task.build_criterion(cfg.criterion)
+    batches = task.get_batch_iterator(task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)
+    with fairseq_metrics.aggregate() as aggregated:
+        logs = [task.valid_step(sample, model, criterion)[2] for sample in batches]
+        task.reduce_metrics(logs, criterion)
+    hyp, ref = (sum(log[statistic_key("length_ratio", key)] for log in logs) for key in ("hyp", "ref"))
+    assert ref == sum(len(task.dataset("valid")[i]["target"]) - 1 for i in range(30))  # without </s>
+    values = aggregated.get_smoothed_values()
+    assert values["length_ratio"] == pytest.approx(round(100 * hyp / ref, 2))
+    assert "bleu" not in values and "rougeL" not in values
+
+
+def test_an_unknown_validation_metric_is_rejected_naming_the_known_ones(tiny_data):
+    with pytest.raises(ValueError, match=r"--eval-metrics 'bleu,meteor': unknown meteor; choose from bleu, rouge"):
+        tasks.setup_task(training_cfg(tiny_data, "--eval-metrics", "bleu,meteor").task)

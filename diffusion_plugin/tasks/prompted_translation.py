@@ -8,18 +8,13 @@ import os
 from argparse import Namespace
 from dataclasses import dataclass, field
 
-from fairseq import metrics, utils
+from fairseq import utils
 from fairseq.data import encoders
 from fairseq.data.encoders.sentencepiece_bpe import SentencepieceBPE, SentencepieceConfig
 from fairseq.dataclass import ChoiceEnum
 from fairseq.scoring.tokenizer import EvaluationTokenizer
 from fairseq.tasks import FairseqTask, register_task
-from fairseq.tasks.translation import (
-    EVAL_BLEU_ORDER,
-    TranslationConfig,
-    TranslationTask,
-    load_langpair_dataset,
-)
+from fairseq.tasks.translation import TranslationConfig, TranslationTask, load_langpair_dataset
 from omegaconf import II
 
 from diffusion_plugin.absorbing_diffusion import DEFAULT_NUM_STEPS
@@ -38,10 +33,11 @@ from diffusion_plugin.decoding_config import (
     generator_arguments,
 )
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
-from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge_sums
+from diffusion_plugin.metrics import ROUGE_TOKENIZERS
 from diffusion_plugin.models.diffusion_xlmr import DiffusionXLMRModel
 from diffusion_plugin.option_ranges import check_ranges
 from diffusion_plugin.pretrained import load_pretrained_mlm, read_pretrained_mlm
+from diffusion_plugin.scoring import VALIDATION_METRICS, log_validation_metrics, selected_metrics, statistic_key
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +70,15 @@ class PromptedTranslationConfig(TranslationConfig, DecodingConfig):
         },
     )
     seed: int = II("common.seed")
+    eval_metrics: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated metrics of the decoded validation set ("
+            + ", ".join(VALIDATION_METRICS)
+            + "; --eval-bleu and --eval-rouge add theirs), all from one decoding with "
+            "--eval-bleu-args, --eval-bleu-remove-bpe and --eval-bleu-detok"
+        },
+    )
     eval_rouge: bool = field(
         default=False,
         metadata={
@@ -146,6 +151,10 @@ class PromptedTranslationTask(TranslationTask):
         equal --beam) passes without flags."""
         super().add_args(parser)
         parser.set_defaults(beam=1)
+
+    def __init__(self, cfg: PromptedTranslationConfig, src_dict, tgt_dict):
+        super().__init__(cfg, src_dict, tgt_dict)
+        self.validation_metrics = selected_metrics(cfg)
 
     @classmethod
     def setup_task(cls, cfg: PromptedTranslationConfig, **kwargs):
@@ -295,7 +304,7 @@ class PromptedTranslationTask(TranslationTask):
             pretrained = read_pretrained_mlm(cfg.pretrained_mlm)
             load_pretrained_mlm(model, pretrained, str(cfg.pretrained_vocab))
         model.add_lora()
-        if self.cfg.eval_rouge and not self.cfg.eval_bleu:  # fairseq builds these for BLEU only
+        if self.validation_metrics and not self.cfg.eval_bleu:  # fairseq builds these for BLEU only
             self.tokenizer = encoders.build_tokenizer(
                 Namespace(tokenizer=self.cfg.eval_bleu_detok, **json.loads(self.cfg.eval_bleu_detok_args))
             )
@@ -303,41 +312,22 @@ class PromptedTranslationTask(TranslationTask):
         return model
 
     def valid_step(self, sample, model, criterion):
-        """The loss and, with --eval-bleu and/or --eval-rouge, the statistics of both
-        from one decoding of the batch (fairseq's own BLEU path would decode again)."""
+        """The loss and the statistics of the selected validation metrics
+        (``scoring.VALIDATION_METRICS``), all from one decoding of the batch."""
         loss, sample_size, logging_output = FairseqTask.valid_step(self, sample, model, criterion)
-        if not (self.cfg.eval_bleu or self.cfg.eval_rouge):
+        if not self.validation_metrics:
             return loss, sample_size, logging_output
         hyps, refs = self._decode_validation(sample, model)
         if self.cfg.eval_bleu_print_samples:
             logger.info(f"example hypothesis: {hyps[0]}\nexample reference: {refs[0]}")
-        if self.cfg.eval_bleu:
-            tokenize = "none" if self.cfg.eval_tokenized_bleu else str(self.cfg.eval_bleu_tokenize)
-            bleu = bleu_statistics(hyps, refs, tokenize)
-            logging_output["_bleu_sys_len"] = bleu.sys_len
-            logging_output["_bleu_ref_len"] = bleu.ref_len
-            for i in range(EVAL_BLEU_ORDER):
-                logging_output[f"_bleu_counts_{i}"] = bleu.counts[i]
-                logging_output[f"_bleu_totals_{i}"] = bleu.totals[i]
-        if self.cfg.eval_rouge:
-            for key, total in rouge_sums(hyps, refs, str(self.cfg.eval_rouge_tokenizer)).items():
-                logging_output[f"_rouge_{key}_sum"] = total
-            logging_output["_rouge_count"] = len(hyps)
+        for name in self.validation_metrics:
+            for key, value in VALIDATION_METRICS[name].statistics(hyps, refs, self.cfg).items():
+                logging_output[statistic_key(name, key)] = value
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
-        super().reduce_metrics(logging_outputs, criterion)
-        if not self.cfg.eval_rouge:
-            return
-        count = sum(log.get("_rouge_count", 0) for log in logging_outputs)
-        if count == 0:
-            return
-        metrics.log_scalar("_rouge_count", count)
-        for key in ROUGE_TYPES:
-            metrics.log_scalar(f"_rouge_{key}_sum", sum(log.get(f"_rouge_{key}_sum", 0) for log in logging_outputs))
-            metrics.log_derived(
-                key, lambda meters, key=key: round(100 * meters[f"_rouge_{key}_sum"].sum / meters["_rouge_count"].sum, 2)
-            )
+        FairseqTask.reduce_metrics(self, logging_outputs, criterion)  # the metrics are ours, not fairseq's BLEU
+        log_validation_metrics(self.validation_metrics, logging_outputs)
 
     def _decode_validation(self, sample, model):
         """Best hypotheses and references of a validation batch as detokenized text,

@@ -116,12 +116,11 @@ else
   for row in beam10 oracle; do
     [ "$row" = beam10 ] && length=(--iter-decode-with-beam 10) || length=(--oracle-length)
     if [ "$metric" = bleu ]; then
-      run_to "$eval_dir/$task.$size.$row.txt" "${generate[@]}" "${length[@]}" \
-        --scoring sacrebleu --sacrebleu-tokenizer "$bleu_tok" --sacrebleu-lowercase
-      run tail -n 1 "$eval_dir/$task.$size.$row.txt"
+      score=(--scoring sacrebleu --sacrebleu-tokenizer "$bleu_tok" --sacrebleu-lowercase)
     else
-      run_to "$eval_dir/$task.$size.$row.txt" "${generate[@]}" "${length[@]}"
-      run python scripts/score_rouge.py "$eval_dir/$task.$size.$row.txt"
+      score=(--scoring rouge)  # the plugin's scorer: py-rouge's words, as the paper's
     fi
+    run_to "$eval_dir/$task.$size.$row.txt" "${generate[@]}" "${length[@]}" "${score[@]}"
+    run tail -n 1 "$eval_dir/$task.$size.$row.txt"
   done
 fi

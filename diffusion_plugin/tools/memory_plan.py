@@ -42,9 +42,11 @@ scripts/gpu_check.py measures.
         --precision bf16 --checkpoint-activations --max-tokens 2048 --gpu-memory 80
 """
 
-import argparse
-from argparse import Namespace
+import dataclasses
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import ARCH_CONFIG_REGISTRY
 
 import diffusion_plugin.models.diffusion_xlmr  # noqa: F401  (registers the architectures)
@@ -57,57 +59,47 @@ ARCHS = ["diffusion_xlmr_tiny", "diffusion_xlmr_base", "diffusion_xlmr_large",
          "diffusion_xlmr_xl", "diffusion_xlmr_xxl"]
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(),
-        epilog="Estimates; the method is in diffusion_plugin/memory_plan.py's docstring.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--arch", nargs="+", default=["diffusion_xlmr_xxl"], choices=ARCHS,
-                        help="one or more architectures (one table row each)")
-    parser.add_argument("--vocab-size", type=int, default=XLMR_VOCABULARY,
-                        help="dictionary size (XLM-R: 250002; a pruned task dictionary is smaller)")
-    parser.add_argument("--untie-weights-roberta", action="store_true",
-                        help="a separate LM-head projection (as with --pretrained-vocab prune)")
-    parser.add_argument("--length-predictor", choices=["joint", "separate"], default="joint",
-                        help="the model's --length-predictor")
-    parser.add_argument("--gpus", type=int, default=8, help="GPUs in data parallel (all nodes)")
-    parser.add_argument("--ddp-backend", choices=["fully_sharded", "c10d"],
-                        default="fully_sharded", help="FSDP or plain DDP")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="bf16",
-                        help="training precision (see the table in the docstring)")
-    parser.add_argument("--memory-efficient", action="store_true",
-                        help="--memory-efficient-fp16/-bf16 (DDP only): no fp32 master weights")
-    parser.add_argument("--checkpoint-activations", action="store_true",
-                        help="recompute each layer's activations in the backward")
-    parser.add_argument("--offload-activations", action="store_true",
-                        help="keep the checkpointed layer inputs in CPU memory")
-    parser.add_argument("--max-tokens", type=int, default=2048,
-                        help="tokens per GPU per forward pass (fairseq's --max-tokens)")
-    parser.add_argument("--seq-len", type=int, default=256,
-                        help="typical <s> prompt target </s> length (the attention-map term)")
-    parser.add_argument("--prompt-fraction", type=float, default=0.5,
-                        help="share of the tokens in the prompt (the joint length head re-reads it)")
-    parser.add_argument("--scored-fraction", type=float, default=0.5,
-                        help="share of the tokens the LM head scores (masked targets)")
-    parser.add_argument("--overhead-gib", type=float, default=3.0,
-                        help="CUDA context, kernels and fragmentation per GPU")
-    parser.add_argument("--gpu-memory", type=float, default=80.0,
-                        help="memory of one GPU in GiB (H100/A100 80GB: 80)")
-    parser.add_argument("--lora-rank", type=int, default=0,
-                        help="the model's --lora-rank: only the adapters are trained (0: full)")
-    parser.add_argument("--lora-modules", default=DEFAULT_MODULES, help="the model's --lora-modules")
-    parser.add_argument("--lora-train-embeddings", action="store_true",
-                        help="the model's --lora-train-embeddings")
-    parser.add_argument("--smallest-gpus", action="store_true",
-                        help="print the fewest GPUs that fit each size: full fine-tuning under FSDP "
-                        "and LoRA (--lora-rank, default 16 here) under DDP")
-    return parser
+@dataclass
+class MemorySetup(FairseqDataclass):
+    """The parallel setup :func:`plan` estimates (scripts/plan_memory.py's options)."""
+
+    vocab_size: int = field(default=XLMR_VOCABULARY, metadata={
+        "help": "dictionary size (XLM-R: 250002; a pruned task dictionary is smaller)"})
+    untie_weights_roberta: bool = field(default=False, metadata={
+        "help": "a separate LM-head projection (as with --pretrained-vocab prune)"})
+    length_predictor: ChoiceEnum(["joint", "separate"]) = field(default="joint", metadata={
+        "help": "the model's --length-predictor"})
+    gpus: int = field(default=8, metadata={"help": "GPUs in data parallel (all nodes)"})
+    ddp_backend: ChoiceEnum(["fully_sharded", "c10d"]) = field(default="fully_sharded", metadata={
+        "help": "FSDP or plain DDP"})
+    precision: ChoiceEnum(["fp32", "fp16", "bf16"]) = field(default="bf16", metadata={
+        "help": "training precision (see the table in the docstring)"})
+    memory_efficient: bool = field(default=False, metadata={
+        "help": "--memory-efficient-fp16/-bf16 (DDP only): no fp32 master weights"})
+    checkpoint_activations: bool = field(default=False, metadata={
+        "help": "recompute each layer's activations in the backward"})
+    offload_activations: bool = field(default=False, metadata={
+        "help": "keep the checkpointed layer inputs in CPU memory"})
+    max_tokens: int = field(default=2048, metadata={
+        "help": "tokens per GPU per forward pass (fairseq's --max-tokens)"})
+    seq_len: int = field(default=256, metadata={
+        "help": "typical <s> prompt target </s> length (the attention-map term)"})
+    prompt_fraction: float = field(default=0.5, metadata={
+        "help": "share of the tokens in the prompt (the joint length head re-reads it)"})
+    scored_fraction: float = field(default=0.5, metadata={
+        "help": "share of the tokens the LM head scores (masked targets)"})
+    overhead_gib: float = field(default=3.0, metadata={"help": "CUDA context, kernels and fragmentation per GPU"})
+    gpu_memory: float = field(default=80.0, metadata={"help": "memory of one GPU in GiB (H100/A100 80GB: 80)"})
+    lora_rank: int = field(default=0, metadata={
+        "help": "the model's --lora-rank: only the adapters are trained (0: full)"})
+    lora_modules: str = field(default=DEFAULT_MODULES, metadata={"help": "the model's --lora-modules"})
+    lora_train_embeddings: bool = field(default=False, metadata={
+        "help": "the model's --lora-train-embeddings"})
 
 
 def architecture(arch):
-    """The defaults fairseq's registered ``arch`` function sets: an argparse Namespace."""
-    args = Namespace()
+    """The defaults fairseq's registered ``arch`` function sets: a namespace."""
+    args = SimpleNamespace()
     ARCH_CONFIG_REGISTRY[arch](args)
     return args
 
@@ -190,16 +182,18 @@ def activation_bytes(args, opts):
     return layers + lm_head
 
 
-def plan(arch, opts):
-    """Memory estimate of ``arch`` under ``opts`` (parsed get_parser() options): a dict."""
+def plan(arch, opts: MemorySetup):
+    """Memory estimate of ``arch`` under ``opts``: a dict."""
+    if opts.offload_activations and not opts.checkpoint_activations:
+        raise ValueError("--offload-activations needs --checkpoint-activations")
     args = architecture(arch)
     parts = count_parameters(args, opts.vocab_size, opts.untie_weights_roberta, opts.length_predictor)
     total = sum(parts.values())
     fsdp = opts.ddp_backend == "fully_sharded"
     if opts.memory_efficient and fsdp:
-        raise SystemExit("--memory-efficient is a DDP option; FSDP shards the fp32 weights instead")
+        raise ValueError("--memory-efficient is a DDP option; FSDP shards the fp32 weights instead")
     if opts.lora_rank > 0 and fsdp:
-        raise SystemExit("--lora-rank trains under --ddp-backend c10d (or legacy_ddp); the model "
+        raise ValueError("--lora-rank trains under --ddp-backend c10d (or legacy_ddp); the model "
                          "refuses fully_sharded")
     adapters, trained = trainable_parameters(
         args, parts, opts.vocab_size, opts.untie_weights_roberta, opts.length_predictor,
@@ -226,7 +220,8 @@ def plan(arch, opts):
             "fits": gib["total"] <= opts.gpu_memory}
 
 
-def setup_line(opts):
+def setup_line(opts: MemorySetup):
+    """The setup in one line (the table's caption)."""
     backend = "FSDP" if opts.ddp_backend == "fully_sharded" else "DDP"
     extras = [name for name, on in (("activation checkpointing", opts.checkpoint_activations),
                                     ("offloaded", opts.offload_activations),
@@ -240,6 +235,7 @@ def setup_line(opts):
 
 
 def table(rows):
+    """A markdown table of :func:`plan`'s estimates."""
     columns = ["parameters", "gradients", "optimizer", "gathered", "activations", "overhead", "total"]
     lines = ["| arch | params | trainable | " + " | ".join(columns) + " | fits |",
              "|---|---:|---:|" + "---:|" * len(columns) + "---|"]
@@ -250,26 +246,26 @@ def table(rows):
     return "\n".join(lines)
 
 
-def smallest_gpu_counts(arch, opts):
+def smallest_gpu_counts(arch, setup: MemorySetup):
     """The fewest GPUs (of GPU_COUNTS) that fit ``arch``: {"full": under FSDP, "lora": with
     ``--lora-rank`` (16 if 0) under DDP, where every GPU holds the whole model}; None: none."""
-    full = argparse.Namespace(**{**vars(opts), "lora_rank": 0, "ddp_backend": "fully_sharded",
-                                 "memory_efficient": False})
-    lora = argparse.Namespace(**{**vars(opts), "lora_rank": opts.lora_rank or 16, "ddp_backend": "c10d",
-                                 "gpus": 1})
-    counts = {"full": next((n for n in GPU_COUNTS if plan(arch, argparse.Namespace(**{**vars(full), "gpus": n}))["fits"]), None)}
+    full = dataclasses.replace(setup, lora_rank=0, ddp_backend="fully_sharded", memory_efficient=False)
+    lora = dataclasses.replace(setup, lora_rank=setup.lora_rank or 16, ddp_backend="c10d", gpus=1)
+    counts = {"full": next((n for n in GPU_COUNTS
+                            if plan(arch, dataclasses.replace(full, gpus=n))["fits"]), None)}
     lora_plan = plan(arch, lora)
     counts["lora"] = 1 if lora_plan["fits"] else None
     counts["lora_trainable"] = lora_plan["trainable"]
     return counts
 
 
-def smallest_gpus_table(opts):
-    rank = opts.lora_rank or 16
+def smallest_gpus_table(archs, setup: MemorySetup):
+    """A markdown table of :func:`smallest_gpu_counts` for each of ``archs``."""
+    rank = setup.lora_rank or 16
     lines = [f"| arch | full fine-tuning (FSDP): GPUs | LoRA rank {rank} (DDP): GPUs | LoRA trainable |",
              "|---|---:|---:|---:|"]
-    for arch in opts.arch:
-        counts = smallest_gpu_counts(arch, opts)
+    for arch in archs:
+        counts = smallest_gpu_counts(arch, setup)
         full = str(counts["full"]) if counts["full"] else f"more than {GPU_COUNTS[-1]}"
         lora = "1 (each GPU: the whole model)" if counts["lora"] else "does not fit one GPU"
         lines.append(f"| {arch} | {full} | {lora} | {counts['lora_trainable'] / 1e6:,.1f}M |")

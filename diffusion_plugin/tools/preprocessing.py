@@ -5,7 +5,8 @@ sentencepiece and the result is binarized with fairseq-preprocess, using one
 shared dictionary that always contains ``<mask>``. All inputs are checked
 before anything is written, and the output is assembled in a temporary directory
 that replaces --destdir at the end. The CLIs are scripts/prepare_prompted.py and
-(binarizing pieces) scripts/prepare_instruct.py.
+(binarizing pieces) scripts/prepare_instruct.py; bad input raises ValueError or
+FileNotFoundError naming the file or flag.
 """
 
 import contextlib
@@ -13,61 +14,64 @@ import io
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from diffusion_plugin.constants import MASK_SYMBOL, PROMPT_TEMPLATE_FILE, SENTENCEPIECE_MODEL
 
 SPLITS = ["train", "valid", "test"]
 SPM_SEED = 1
 SPM_THREADS = 1
+DEFAULT_TEMPLATE = "Translate the German sentence to English. German: {src} English:"
 
 
-def add_spm_arguments(parser):
-    """--spm-model, --dict and the options of training a new sentencepiece model."""
-    parser.add_argument(
-        "--spm-model",
-        help="existing sentencepiece model (e.g. XLM-R's); without --dict the dictionary "
+@dataclass
+class SentencepieceConfig(FairseqDataclass):
+    """The sentencepiece model and dictionary (the scripts' options, through fairseq's
+    ``gen_parser_from_dataclass``)."""
+
+    spm_model: Optional[str] = field(default=None, metadata={
+        "help": "existing sentencepiece model (e.g. XLM-R's); without --dict the dictionary "
         "holds the pieces of the training data (the paper's pruned vocabulary); if "
-        "omitted, a new model is trained on the train data",
-    )
-    parser.add_argument(
-        "--dict",
-        help="existing fairseq dictionary matching --spm-model (requires --spm-model), "
-        "e.g. XLM-R's dict.txt for its full vocabulary",
-    )
-    parser.add_argument(
-        "--vocab-size",
-        type=int,
-        default=8000,
-        help="sentencepiece vocabulary size when training a model (upper bound)",
-    )
-    parser.add_argument(
-        "--character-coverage",
-        type=float,
-        default=1.0,
-        help="sentencepiece character coverage when training a model",
-    )
-    parser.add_argument(
-        "--spm-model-type",
-        choices=["unigram", "bpe"],
-        default="unigram",
-        help="sentencepiece model type when training a model",
-    )
-    parser.add_argument(
-        "--spm-input-sentence-size",
-        type=int,
-        default=1000000,
-        help="maximum number of (shuffled) sentences used to train sentencepiece",
-    )
+        "omitted, a new model is trained on the train data"})
+    dict: Optional[str] = field(default=None, metadata={
+        "help": "existing fairseq dictionary matching --spm-model (requires --spm-model), "
+        "e.g. XLM-R's dict.txt for its full vocabulary"})
+    vocab_size: int = field(default=8000, metadata={
+        "help": "sentencepiece vocabulary size when training a model (upper bound)"})
+    character_coverage: float = field(default=1.0, metadata={
+        "help": "sentencepiece character coverage when training a model"})
+    spm_model_type: ChoiceEnum(["unigram", "bpe"]) = field(default="unigram", metadata={
+        "help": "sentencepiece model type when training a model"})
+    spm_input_sentence_size: int = field(default=1000000, metadata={
+        "help": "maximum number of (shuffled) sentences used to train sentencepiece"})
 
 
-def _fail(message):
-    raise SystemExit("prepare_prompted.py: error: " + message)
+@dataclass
+class PromptedDataConfig(SentencepieceConfig):
+    """What :func:`prepare` binarizes (scripts/prepare_prompted.py's options)."""
+
+    trainpref: Optional[str] = field(default=None, metadata={
+        "help": "train file prefix; reads {trainpref}.{source,target}-lang"})
+    validpref: Optional[str] = field(default=None, metadata={"help": "valid file prefix (optional)"})
+    testpref: Optional[str] = field(default=None, metadata={"help": "test file prefix (optional)"})
+    destdir: Optional[str] = field(default=None, metadata={"help": "output directory"})
+    source_lang: str = field(default="de", metadata={"help": "source language suffix"})
+    target_lang: str = field(default="en", metadata={"help": "target language suffix"})
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={
+        "help": "prompt template; {src} is replaced by the source sentence"})
+    force: bool = field(default=False, metadata={"help": "replace --destdir if it exists and is not empty"})
+    lowercase: bool = field(default=False, metadata={
+        "help": "lowercase the corpus (not the template) before encoding"})
+    workers: int = field(default=1, metadata={"help": "number of parallel workers"})
 
 
 def read_lines(path, lowercase=False):
     """Read a corpus file, rejecting missing/empty files and blank lines."""
     if not os.path.isfile(path):
-        _fail(
+        raise FileNotFoundError(
             "input file {} does not exist; check the --*pref and --*-lang "
             "options".format(path)
         )
@@ -77,52 +81,56 @@ def read_lines(path, lowercase=False):
             for i, line in enumerate(f, start=1):
                 line = line.strip()
                 if not line:
-                    _fail(
+                    raise ValueError(
                         "{} line {} is empty or whitespace-only; delete line {} "
                         "from both the source and the target file".format(path, i, i)
                     )
                 lines.append(line.lower() if lowercase else line)
     except UnicodeDecodeError as e:
-        _fail("{} is not valid UTF-8 ({}); re-encode it as UTF-8".format(path, e))
+        raise ValueError("{} is not valid UTF-8 ({}); re-encode it as UTF-8".format(path, e)) from None
     if not lines:
-        _fail("input file {} is empty; give a non-empty corpus".format(path))
+        raise ValueError("input file {} is empty; give a non-empty corpus".format(path))
     return lines
 
 
-def check_destdir(args, fail=_fail):
-    """--destdir must be absent, empty, or replaced with --force (else ``fail``)."""
-    if os.path.exists(args.destdir):
-        if not os.path.isdir(args.destdir):
-            fail("--destdir {} exists and is not a directory".format(args.destdir))
-        if os.listdir(args.destdir) and not args.force:
-            fail(
+def check_destdir(destdir, force):
+    """--destdir must be absent, empty, or replaced with --force (else ValueError)."""
+    if destdir is None:
+        raise ValueError("give an output directory (--destdir)")
+    if os.path.exists(destdir):
+        if not os.path.isdir(destdir):
+            raise ValueError("--destdir {} exists and is not a directory".format(destdir))
+        if os.listdir(destdir) and not force:
+            raise ValueError(
                 "--destdir {} is not empty; choose another directory or pass "
-                "--force to replace it".format(args.destdir)
+                "--force to replace it".format(destdir)
             )
 
 
 def check_args(args):
     """Validate the arguments and read the corpus; writes nothing."""
+    if args.trainpref is None:
+        raise ValueError("give the train file prefix (--trainpref)")
     if "{src}" not in args.template:
-        _fail(
+        raise ValueError(
             "--template {!r} does not contain the placeholder {{src}}; add {{src}} "
             "where the source sentence goes".format(args.template)
         )
     if "\n" in args.template or "\r" in args.template:
-        _fail("--template must be a single line")
+        raise ValueError("--template must be a single line")
     if args.source_lang == args.target_lang:
-        _fail("--source-lang and --target-lang must differ")
+        raise ValueError("--source-lang and --target-lang must differ")
     if args.dict is not None and args.spm_model is None:
-        _fail("--dict needs the sentencepiece model it belongs to: add --spm-model")
+        raise ValueError("--dict needs the sentencepiece model it belongs to: add --spm-model")
     for flag, path in [("--spm-model", args.spm_model), ("--dict", args.dict)]:
         if path is not None and not os.path.isfile(path):
-            _fail(
+            raise FileNotFoundError(
                 "{} {} does not exist; give an existing file (or neither --spm-model "
                 "nor --dict, to train a new sentencepiece model)".format(flag, path)
             )
     if args.workers < 1 or args.vocab_size < 1:
-        _fail("--workers and --vocab-size must be positive")
-    check_destdir(args)
+        raise ValueError("--workers and --vocab-size must be positive")
+    check_destdir(args.destdir, args.force)
 
     corpus = {}
     for split, pref in zip(SPLITS, [args.trainpref, args.validpref, args.testpref]):
@@ -133,7 +141,7 @@ def check_args(args):
         ]
         src, tgt = [read_lines(path, args.lowercase) for path in paths]
         if len(src) != len(tgt):
-            _fail(
+            raise ValueError(
                 "{} has {} lines but {} has {} lines; both sides of a split must "
                 "be line-aligned".format(paths[0], len(src), paths[1], len(tgt))
             )
@@ -161,7 +169,7 @@ def train_spm(sentences, args, model_path):
             minloglevel=2,
         )
     except RuntimeError as e:
-        _fail("sentencepiece training failed: {}".format(e))
+        raise ValueError("sentencepiece training failed: {}".format(e)) from None
     with open(model_path, "wb") as f:
         f.write(model.getvalue())
     return model_path
@@ -174,7 +182,7 @@ def encode(corpus, args, spm_model, textdir):
     try:
         sp = spm.SentencePieceProcessor(model_file=spm_model)
     except (OSError, RuntimeError) as e:
-        _fail("cannot load sentencepiece model {}: {}".format(spm_model, e))
+        raise ValueError("cannot load sentencepiece model {}: {}".format(spm_model, e)) from None
     train_pieces = []
     for split, (paths, src, tgt) in corpus.items():
         prompted = [args.template.replace("{src}", line) for line in src]
@@ -184,7 +192,7 @@ def encode(corpus, args, spm_model, textdir):
             pieces = sp.encode(lines, out_type=str, num_threads=args.workers)
             for i, line_pieces in enumerate(pieces, start=1):
                 if not line_pieces:
-                    _fail(
+                    raise ValueError(
                         "{} line {} encodes to no sentencepiece tokens; delete "
                         "line {} from both the source and the target file".format(
                             path, i, i
@@ -221,7 +229,7 @@ def build_dictionary(corpus, args, textdir):
         try:
             dictionary = Dictionary.load(args.dict)
         except (ValueError, RuntimeError) as e:
-            _fail("cannot read dictionary {}: {}".format(args.dict, e))
+            raise ValueError("cannot read dictionary {}: {}".format(args.dict, e)) from None
     if MASK_SYMBOL not in dictionary:
         dictionary.add_symbol(MASK_SYMBOL)
     return spm_model, dictionary
@@ -276,10 +284,10 @@ def staging_directory(destdir):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare(args):
+def prepare(args: PromptedDataConfig):
     """Validate inputs, then write the binarized data to args.destdir.
 
-    Returns a dict with the number of pairs per split and the dictionary size.
+    Returns a dict with the number of pairs per split, the dictionary size and destdir.
     """
     corpus = check_args(args)
 
@@ -296,16 +304,8 @@ def prepare(args):
         ) as f:
             f.write(args.template + "\n")
 
-    summary = {
+    return {
         "pairs": {split: len(corpus[split][1]) for split in corpus},
         "dict_size": len(dictionary),
         "destdir": destdir,
     }
-    for split, n in summary["pairs"].items():
-        print("{}: {} pairs".format(split, n))
-    print(
-        "dictionary: {} symbols (incl. <mask>), written to {}".format(
-            summary["dict_size"], destdir
-        )
-    )
-    return summary
