@@ -241,7 +241,8 @@ def get_parser():
     parser.add_argument("--path", required=True, help="checkpoint file (e.g. checkpoints/x/checkpoint_last.pt)")
     parser.add_argument("--data", required=True,
                         help="the binarized data directory of the run (dictionary, sentencepiece.bpe.model)")
-    parser.add_argument("--instruct-dir", default="../shared/data/instruct", help="root of the instruct sets")
+    parser.add_argument("--instruct-dir", default=os.path.join("data", "instruct"),
+                        help="root of the instruct sets (the official code's data/instruct layout)")
     parser.add_argument("--sets", nargs="+", required=True,
                         help="sets to decode, FAMILY/K-shot with FAMILY in " + ", ".join(SETS))
     parser.add_argument("--split", nargs="+", default=[], metavar="FAMILY=DIR",
@@ -281,7 +282,8 @@ def main(argv=None):
     if not os.path.isfile(args.path):
         _fail(f"--path {args.path} does not exist; give a checkpoint file")
     if not os.path.isdir(args.instruct_dir):
-        _fail(f"--instruct-dir {args.instruct_dir} is not a directory")
+        _fail(f"--instruct-dir {args.instruct_dir} is not a directory; give the root of the "
+              "instruct sets (the official code's data/instruct: FAMILY/SPLIT/*.jsonl, docs/INSTRUCT.md)")
     if args.length_beam < 0 or args.max_iter < 0 or args.max_per_file < 0 or args.batch_size < 1:
         _fail("--length-beam, --max-iter and --max-per-file must be >= 0, --batch-size >= 1")
     splits = parse_splits(args.split)
