@@ -2,10 +2,11 @@
 
 Importing the package (``--user-dir diffusion_plugin``) registers the
 ``diffusion_xlmr`` model, the ``masked_diffusion`` and ``length_prediction``
-criteria and the ``prompted_translation`` task, and lets torch >= 2.6 load fairseq checkpoints.
+criteria and the ``prompted_translation`` task, gives ``--scoring sacrebleu`` sacreBLEU's
+signature, and lets torch >= 2.6 load fairseq checkpoints.
 """
 
-from diffusion_plugin import checkpoint_loading  # noqa: F401
+from diffusion_plugin import checkpoint_loading, sacrebleu_signature  # noqa: F401
 from diffusion_plugin.criterions import length_prediction, masked_diffusion  # noqa: F401
 from diffusion_plugin.models import diffusion_xlmr  # noqa: F401
 from diffusion_plugin.tasks import prompted_translation  # noqa: F401
