@@ -20,7 +20,7 @@ def test_quickstart_trains_decodes_scores_and_repeats_itself(tmp_path):
     scores, hypotheses = [], []
     for workdir in (tmp_path / "run1", tmp_path / "run2"):
         out = quickstart(workdir, "--max-update", "40", "--seed", "3", "--log-interval", "10").stdout
-        progress = re.findall(r"^== update (\d+)/40 \| loss [\d.]+ \| accuracy [\d.]+% \| \d+ s, about \d+ s left$", out, re.M)
+        progress = re.findall(r"^== update (\d+)/40 \| loss [\d.]+ \| accuracy [\d.]+% \| \d+ (?:s|min), about \d+ (?:s|min) left$", out, re.M)
         assert progress == ["10", "20", "30", "40"], out[:3000]
         assert re.search(r"^== valid at update 40 \| loss [\d.]+ \| accuracy [\d.]+%$", out, re.M)
         assert len(re.findall(r"\| train_inner \|", (workdir / "train.log").read_text())) == 4  # the whole log kept
