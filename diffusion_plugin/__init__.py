@@ -3,7 +3,8 @@
 Importing the package (``--user-dir diffusion_plugin``) registers the
 ``diffusion_xlmr`` model, the ``masked_diffusion`` and ``length_prediction``
 criteria, the ``prompted_translation`` task and the ``rouge`` scorer (``--scoring rouge``),
-and lets torch >= 2.6 load fairseq checkpoints. The tools of ``scripts/``
+gives ``--scoring sacrebleu`` sacreBLEU's signature, and lets torch >= 2.6 load fairseq
+checkpoints. The tools of ``scripts/``
 (``diffusion_plugin.tools``) are not imported.
 """
 

@@ -147,6 +147,21 @@ class DiffusionGenerator:
         self.force_max_iter = force_max_iter
         self.post_process = post_process
 
+    def describe(self) -> str:
+        """The decoding this generator does, in the options' words (fairseq-generate's
+        score line names fairseq's own --beam, which diffusion decoding does not use)."""
+        length = (
+            "oracle length" if self.decoding.oracle_length
+            else f"length beam {self.beam_size} ({self.decoding.length_beam_mode})"
+        )
+        steps = "exactly" if self.force_max_iter else "at most"
+        return (
+            f"diffusion decoding: {steps} {self.max_iter} steps (--iter-decode-max-iter), {length}, "
+            f"{self.decoding.samples_per_length} sample(s) per length, --decoding-strategy "
+            f"{self.decoding.decoding_strategy}{', sampling' if self.sampling else ''}; "
+            "the score line's beam= is fairseq's unused --beam"
+        )
+
     # ------------------------------------------------------------- the sampler
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):

@@ -529,3 +529,83 @@ def to_huggingface(model, dictionary: Dictionary):
             f"export to {model_class.__name__}: missing {missing}, unexpected {unexpected}"
         )
     return hf_model.eval()
+
+
+SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>", MASK_SYMBOL)
+SENTENCEPIECE_NORMAL, SENTENCEPIECE_USER_DEFINED = 1, 4
+NEVER_CHOSEN_SCORE = -1e9  # a dictionary symbol sentencepiece cannot produce
+
+
+def dictionary_tokenizer(sentencepiece_model: str, dictionary: Dictionary):
+    """A transformers tokenizer whose ids are ``dictionary``'s rows: the pieces of
+    ``sentencepiece_model`` (its normalizer, unigram scores or BPE merge order) re-mapped
+    to the rows, ``<s> ... </s>`` around each text, so that it gives the ids of
+    sentencepiece encoding followed by the dictionary lookup of fairseq's binarizer.
+
+    Returns ``(tokenizer, None)``, or ``(None, reason)`` when some piece has no row (the
+    binarizer maps it to ``<unk>``, which no Hugging Face tokenizer model can).
+    """
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import processors
+    from tokenizers.models import BPE, Unigram
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(sentencepiece_model, "rb") as model_file:
+        proto.ParseFromString(model_file.read())
+    pieces = {
+        piece.piece: (piece.score, sp_id)
+        for sp_id, piece in enumerate(proto.pieces)
+        if piece.type in (SENTENCEPIECE_NORMAL, SENTENCEPIECE_USER_DEFINED)
+    }
+    missing = [piece for piece in pieces if piece not in dictionary.indices]
+    if missing:
+        return None, (
+            f"{len(missing)} of the {len(pieces)} pieces of the sentencepiece model have no "
+            f"dictionary row (e.g. {missing[:3]}); fairseq reads them as <unk>"
+        )
+    # the normalizer, pre-tokenizer and decoder follow the sentencepiece model's settings;
+    # the model is then replaced by one over the dictionary's rows
+    user_defined = any(piece.type == SENTENCEPIECE_USER_DEFINED for piece in proto.pieces)
+    byte_fallback = proto.trainer_spec.byte_fallback
+    if proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+        tokenizer = SpmConverter.build_tokenizer_from_spm_proto(
+            proto, [(piece.piece, piece.score) for piece in proto.pieces]
+        )
+        tokenizer.model = Unigram(
+            [
+                (symbol, pieces[symbol][0] if symbol in pieces else
+                 0.0 if symbol in SPECIAL_SYMBOLS else NEVER_CHOSEN_SCORE)
+                for symbol in dictionary.symbols
+            ],
+            unk_id=dictionary.unk(), byte_fallback=byte_fallback,
+        )
+    elif proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE:
+        merges = [  # sentencepiece merges the pair whose result scores highest first
+            (left, right) for _, _, left, right in sorted(
+                (-score, sp_id, token[:split], token[split:])
+                for token, (score, sp_id) in pieces.items()
+                for split in range(1, len(token))
+                if token[:split] in pieces and token[split:] in pieces
+            )
+        ]
+        tokenizer = SpmConverter.build_tokenizer_from_spm_proto(
+            proto, {piece.piece: sp_id for sp_id, piece in enumerate(proto.pieces)}, merges
+        )
+        tokenizer.model = BPE(
+            vocab={symbol: dictionary.index(symbol) for symbol in (*SPECIAL_SYMBOLS, *pieces)},
+            merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=byte_fallback,
+            ignore_merges=user_defined,
+        )
+    else:
+        return None, f"{sentencepiece_model} is neither a unigram nor a BPE model"
+    bos, eos = "<s>", "</s>"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, dictionary.bos()), (eos, dictionary.eos())],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
+        unk_token="<unk>", pad_token="<pad>", mask_token=MASK_SYMBOL,
+    ), None

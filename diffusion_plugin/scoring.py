@@ -3,6 +3,12 @@
 - ``fairseq-generate --scoring rouge``: ROUGE-1/2/L F1 of the detokenized hypotheses
   (``D-`` lines) against the references, registered in fairseq's scorer registry
   (as ``fairseq/scoring/chrf.py``); ``--rouge-tokenizer`` picks the words.
+- ``fairseq-generate --scoring sacrebleu``: fairseq's scorer, which tokenizes with its own
+  copy of sacreBLEU's tokenizers and scores with ``tokenize="none"``, so its line carries
+  no signature; :class:`SignedSacrebleuScorer` scores the detokenized text with
+  ``sacrebleu.BLEU`` itself (the same tokenizer, hence the same score) and prints
+  sacreBLEU's signature, as the ``sacrebleu`` command does. It replaces fairseq's entry
+  under the same name and options.
 - :data:`VALIDATION_METRICS`: the metrics of decoded validation text that
   ``prompted_translation`` logs (``--eval-metrics``, ``--eval-bleu``, ``--eval-rouge``),
   one entry each.
@@ -14,8 +20,10 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+import sacrebleu
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.scoring import BaseScorer, register_scorer
+from fairseq.scoring import SCORER_REGISTRY, BaseScorer, register_scorer
+from fairseq.scoring.bleu import SacrebleuScorer
 from fairseq.tasks.translation import EVAL_BLEU_ORDER
 
 from diffusion_plugin.metrics import ROUGE_TOKENIZERS, ROUGE_TYPES, bleu_statistics, rouge, rouge_sums
@@ -160,3 +168,32 @@ def log_validation_metrics(names, logging_outputs):
 
         for value_name in metric.logged:
             metrics.log_derived(value_name, functools.partial(derived, value_name=value_name))
+
+
+class SignedSacrebleuScorer(SacrebleuScorer):
+    """fairseq's sacrebleu scorer; its result string holds sacreBLEU's signature
+    (fairseq's own, without one, for --sacrebleu-char-level, which sacreBLEU lacks)."""
+
+    def add_string(self, ref, pred):
+        if self.cfg.sacrebleu_char_level:
+            return super().add_string(ref, pred)
+        self.ref.append(ref)
+        self.pred.append(pred)
+
+    def _metric(self):
+        return sacrebleu.BLEU(tokenize=self.cfg.sacrebleu_tokenizer, lowercase=self.cfg.sacrebleu_lowercase)
+
+    def _score(self, order=4):
+        if order != 4 or self.cfg.sacrebleu_char_level:
+            return super()._score(order)
+        return self._metric().corpus_score(self.pred, [self.ref])
+
+    def result_string(self, order=4):
+        if self.cfg.sacrebleu_char_level:
+            return super().result_string(order)
+        metric = self._metric()
+        return metric.corpus_score(self.pred, [self.ref]).format(signature=str(metric.get_signature()))
+
+
+SCORER_REGISTRY["sacrebleu"] = SignedSacrebleuScorer
+

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instruction tuning on 2 CPU cores, then the instruct evaluation (docs/INSTRUCT.md):
-#   1. jsonl instructions from the parallel text at hand (../shared/data: IWSLT14 and
+#   1. jsonl instructions from the parallel text in --data DIR (IWSLT14 and
 #      Multi30k de->en, WMT14 and Multi30k en->de, Gigaword summaries), in the prompt
 #      format of the instruct sets; none of the instruct evaluation sets is trained on;
 #   2. a mixture of them drawn by ratio (scripts/prepare_instruct.py mix);
@@ -10,16 +10,19 @@
 #   5. scripts/evaluate_instruct.py on the 0-shot MMLU, BBH-NLP, TyDiQA, MGSM and
 #      IWSLT14 sets (the first --max-per-file examples of each file), oracle length.
 #
-#   bash examples/instruct_cpu.sh           # about 20 minutes on 2 CPU cores
-#   bash examples/instruct_cpu.sh --smoke   # tiny sizes: checks the pipeline in about a minute
-# Options: --data DIR (default ../shared/data), --workdir DIR (default work/instruct_cpu),
+#   bash examples/instruct_cpu.sh --data DIR           # about 20 minutes on 2 CPU cores
+#   bash examples/instruct_cpu.sh --data DIR --smoke   # tiny sizes: checks the pipeline in about a minute
+# --data DIR (required) holds iwslt14/train_sample.{de,en}, multi30k/train.{de,en}
+# (scripts/download_multi30k.py --outdir DIR/multi30k), wmt14/train_sample.{en,de},
+# gigaword/test.{src,tgt} and the instruct sets in instruct/ (docs/INSTRUCT.md).
+# Options: --workdir DIR (default work/instruct_cpu),
 # --examples N (mixture size), --vocab-size N, --layers N, --dim N, --minutes M,
 # --max-update N, --max-tokens N, --lr X, --max-per-file N, --max-iter K (0: per set),
 # --length-beam B (0: oracle length), --seed N, --venv DIR (use this environment as is).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-data="$root/../shared/data"
+data=""
 workdir="$root/work/instruct_cpu"
 examples=40000 vocab_size=8000 layers=4 dim=256 minutes=14 max_update=1000000 max_tokens=4096
 lr=1e-3 warmup=100 max_per_file=20 max_iter=0 length_beam=0 seed=1 venv=""
@@ -32,7 +35,11 @@ for argument in "$@"; do
 done
 valued=" data workdir examples vocab_size layers dim minutes max_update max_tokens lr max_per_file max_iter length_beam seed venv "
 source "$root/examples/options.sh"
-parse_options instruct_cpu.sh 2,18 "$@"
+parse_options instruct_cpu.sh 2,21 "$@"
+if [ -z "$data" ]; then
+  echo "instruct_cpu.sh: give --data DIR holding iwslt14/ multi30k/ wmt14/ gigaword/ instruct/ (see --help)" >&2
+  exit 2
+fi
 start_run jsonl
 
 echo "== instructions from the parallel text in $data -> $workdir/jsonl"

@@ -6,7 +6,8 @@
 #   4. diffusive adaptation on de->en from that masked LM (--pretrained-mlm), and the same
 #      architecture from scratch, for the same updates of the same --max-tokens;
 #   5. fairseq-generate on test2016 with both, and one table of sacreBLEU scores.
-# The text is read from --data (default ../shared/data/multi30k) and never copied there;
+# The text is read from --data (default data/multi30k, which scripts/download_multi30k.py
+# writes) and never copied there;
 # everything written goes to --workdir.
 #
 #   bash examples/pretrain_then_adapt.sh           # the experiment (CPU hours at the defaults)
@@ -21,7 +22,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-data="$root/../shared/data/multi30k" train=train valid=val test=test_2016_flickr
+data="$root/data/multi30k" train=train valid=val test=test_2016_flickr
 workdir="$root/work/pretrain_then_adapt"
 template="Translate the German sentence to English. German: {src} English:"
 smoke=0 vocab_size=8000 layers=6 dim=256 heads=4 positions=256
@@ -36,7 +37,12 @@ for argument in "$@"; do
 done
 valued=" data workdir layers dim heads mlm_updates adapt_updates max_tokens adapt_max_tokens lr warmup adapt_args vocab_size iter_decode_max_iter length_beam seed venv "
 source "$root/examples/options.sh"
-parse_options pretrain_then_adapt.sh 2,20 "$@"
+parse_options pretrain_then_adapt.sh 2,21 "$@"
+if [ ! -f "$data/$train.de" ]; then
+  echo "pretrain_then_adapt.sh: $data/$train.de not found; python scripts/download_multi30k.py" \
+    "writes Multi30k to data/multi30k, or give --data DIR" >&2
+  exit 2
+fi
 start_run mono
 
 text="$data"

@@ -40,7 +40,8 @@ def get_parser():
     parser.add_argument("--path", required=True, help="checkpoint file (e.g. checkpoints/x/checkpoint_last.pt)")
     parser.add_argument("--data", required=True,
                         help="the binarized data directory of the run (dictionary, sentencepiece.bpe.model)")
-    parser.add_argument("--instruct-dir", default="../shared/data/instruct", help="root of the instruct sets")
+    parser.add_argument("--instruct-dir", default=os.path.join("data", "instruct"),
+                        help="root of the instruct sets (the official code's data/instruct layout)")
     parser.add_argument("--sets", nargs="+", required=True,
                         help="sets to decode, FAMILY/K-shot with FAMILY in " + ", ".join(SETS))
     parser.add_argument("--split", nargs="+", default=[], metavar="FAMILY=DIR",

@@ -5,10 +5,13 @@ Export a diffusion_plugin checkpoint as a Hugging Face masked-LM directory.
 The encoder and LM head become ``XLMRobertaForMaskedLM`` (post-LayerNorm) or
 ``XLMRobertaXLForMaskedLM`` (pre-LayerNorm XL/XXL) with one row per symbol of the
 checkpoint's dictionary, written by ``save_pretrained``. OUTDIR also gets that
-dictionary as dict.txt (the token of each row, which ``--pretrained-mlm`` reads) and
-the data's sentencepiece model; when the dictionary is that model's whole XLM-R
-vocabulary, a transformers tokenizer as well. The length head or predictor has no
-Hugging Face counterpart and is left out.
+dictionary as dict.txt (the token of each row, which ``--pretrained-mlm`` reads), the
+data's sentencepiece model and, where every piece of that model has a row, a tokenizer
+(tokenizer.json) whose ids are the dictionary's rows: ``AutoTokenizer`` then gives the
+ids fairseq gives (sentencepiece, then the dictionary). Otherwise (e.g. most BPE models,
+whose intermediate pieces fairseq reads as ``<unk>``) no tokenizer is written, and
+``AutoTokenizer`` refuses the directory. OUTDIR/README.md says which. The length head or
+predictor has no Hugging Face counterpart and is left out.
 
     python scripts/export_huggingface.py checkpoints/multi30k/checkpoint_best.pt hf/multi30k \
         --data data-bin/multi30k
@@ -35,8 +38,9 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    size = export_huggingface(args.checkpoint, args.outdir, args.data)
-    print(f"wrote {args.outdir} ({size} symbols)")
+    size, no_tokenizer = export_huggingface(args.checkpoint, args.outdir, args.data)
+    print(f"wrote {args.outdir} ({size} symbols; "
+          f"{'tokenizer.json' if no_tokenizer is None else 'no tokenizer: ' + no_tokenizer})")
 
 
 if __name__ == "__main__":

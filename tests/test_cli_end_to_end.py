@@ -5,6 +5,7 @@ import re
 import sys
 
 import pytest
+import sacrebleu
 import torch
 
 from helpers import BIN, TASK_ARGS, run, write_reversal_corpus
@@ -68,7 +69,16 @@ def test_generate_prints_hypotheses_history_and_bleu(trained):
     assert len(re.findall(r"^I-\d+\t[1-4]$", out, re.M)) == 20
     assert re.search(r"^E-\d+_0\t<mask>", out, re.M), "history starts from the all-mask canvas"
     assert "<mask>" not in "".join(re.findall(r"^D-\d+\t.*$", out, re.M))
-    assert re.search(r"^Generate test with beam=\d+: BLEU = \d+\.\d+", out, re.M)
+    # sacreBLEU's signature and score on the detokenized hypotheses (D-) and references (T-)
+    score = re.search(r"^Generate test with beam=\d+: (BLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:[\d.]+ = .*)$", out, re.M)
+    assert score, out[-500:]
+    ids = [int(i) for i in re.findall(r"^D-(\d+)\t", out, re.M)]
+    hypotheses = dict(zip(ids, re.findall(r"^D-\d+\t\S+\t(.*)$", out, re.M)))
+    references = dict(re.findall(r"^T-(\d+)\t(.*)$", out, re.M))
+    bleu = sacrebleu.BLEU(tokenize="13a")
+    expected = bleu.corpus_score([hypotheses[i] for i in sorted(ids)], [[references[str(i)] for i in sorted(ids)]])
+    assert score.group(1) == expected.format(signature=str(bleu.get_signature()))
+    assert "diffusion decoding: at most 4 steps (--iter-decode-max-iter), length beam 3 (topk)" in result.stderr
     sources = re.findall(r"^S-\d+\t(.*)$", out, re.M)
     assert all(s.startswith("Reverse the words. Words:") for s in sources)
     (save_dir / "generate.txt").write_text(out)

@@ -21,7 +21,8 @@ def smoke(tmp_path_factory):
     if not INSTRUCT.is_dir():
         pytest.skip(f"the shared instruct sets are not at {INSTRUCT}")
     workdir = tmp_path_factory.mktemp("instruct_cpu")
-    result = run(["bash", "examples/instruct_cpu.sh", "--smoke", "--venv", BIN.parent, "--workdir", workdir])
+    result = run(["bash", "examples/instruct_cpu.sh", "--smoke", "--venv", BIN.parent, "--workdir", workdir,
+                  "--data", INSTRUCT.parent])
     return workdir, result.stdout
 
 

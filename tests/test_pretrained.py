@@ -374,7 +374,7 @@ def test_export_then_import_gives_identical_logits(tmp_path, xlmr, pruned, sente
     cfg, model = build(tmp_path / "data", pruned, "--pretrained-mlm", str(xlmr[0]))
     save_checkpoint(cfg, model, str(tmp_path / "checkpoint.pt"))
     exported = tmp_path / "hf"
-    assert export_huggingface(str(tmp_path / "checkpoint.pt"), str(exported), str(tmp_path / "data")) == len(pruned)
+    assert export_huggingface(str(tmp_path / "checkpoint.pt"), str(exported), str(tmp_path / "data"))[0] == len(pruned)
 
     _, imported = build(tmp_path / "data2", pruned, "--pretrained-mlm", str(exported))
     tokens = tokens_of(pruned, sentencepiece_model[0])

@@ -1,5 +1,6 @@
-"""examples/quickstart.sh, the README's main job, at 40 updates: every stage runs, the
-summary lines are printed, and the same --seed gives the same hypotheses twice."""
+"""examples/quickstart.sh, the README's main job, at 40 updates: every stage runs, a
+progress line comes every --log-interval updates while it trains, the summary lines are
+printed, and the same --seed gives the same hypotheses twice."""
 
 import re
 
@@ -18,7 +19,11 @@ def quickstart(workdir, *options, ok=True):
 def test_quickstart_trains_decodes_scores_and_repeats_itself(tmp_path):
     scores, hypotheses = [], []
     for workdir in (tmp_path / "run1", tmp_path / "run2"):
-        out = quickstart(workdir, "--max-update", "40", "--seed", "3").stdout
+        out = quickstart(workdir, "--max-update", "40", "--seed", "3", "--log-interval", "10").stdout
+        progress = re.findall(r"^== update (\d+)/40 \| loss [\d.]+ \| accuracy [\d.]+% \| \d+ (?:s|min), about \d+ (?:s|min) left$", out, re.M)
+        assert progress == ["10", "20", "30", "40"], out[:3000]
+        assert re.search(r"^== valid at update 40 \| loss [\d.]+ \| accuracy [\d.]+%$", out, re.M)
+        assert len(re.findall(r"\| train_inner \|", (workdir / "train.log").read_text())) == 4  # the whole log kept
         assert re.search(r"== trained 40 updates in \d+ s \(valid masked-token accuracy [\d.]+%\)", out)
         assert "Translated 500 sentences" in out
         score = re.search(re.escape(SIGNATURE) + r"[\d.]+ = [\d.]+ .*", out)

@@ -389,12 +389,14 @@ class PromptedTranslationTask(TranslationTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         max_positions = min(self.cfg.max_positions, *(m.max_positions() for m in models))
-        return DiffusionGenerator(
+        generator = DiffusionGenerator(
             self.target_dictionary,
             decoding_config(self.cfg, args),
             max_positions=max_positions,
             **generator_arguments(args),
         )
+        logger.info(generator.describe())
+        return generator
 
     def build_tokenizer(self, args):
         inner = encoders.build_tokenizer(args)

@@ -3,6 +3,7 @@ the released Diffusion-LLM checkpoints among them, into a diffusion_plugin check
 and scripts/export_huggingface.py (a diffusion_plugin checkpoint into a Hugging Face
 masked LM); docs/PRETRAINED.md."""
 
+import json
 import os
 import shutil
 
@@ -82,26 +83,78 @@ def finetune_options(arch, model, model_options):
     return " ".join(needed)
 
 
+TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # reads tokenizer.json; transformers 4 and 5
+
+
 def export_huggingface(checkpoint, outdir, data=None):
     """Write the checkpoint's encoder and LM head to ``outdir`` as a Hugging Face masked
     LM (``save_pretrained``), with its dictionary as dict.txt, the data's sentencepiece
-    model and, when the dictionary is that model's whole vocabulary, a transformers
-    tokenizer. ``data``: the binarized data directory (default: the checkpoint's).
-    Returns the dictionary's size."""
+    model and, where every piece of that model has a row, a tokenizer (tokenizer.json)
+    whose ids are the dictionary's rows; otherwise no tokenizer, and ``AutoTokenizer``
+    refuses the directory (instead of building an XLM-R tokenizer with other ids).
+    OUTDIR/README.md says which. ``data``: the binarized data directory (default: the
+    checkpoint's). Returns (the dictionary's size, why no tokenizer was written or None)."""
     from fairseq import checkpoint_utils
-    from transformers import XLMRobertaTokenizer
 
-    from diffusion_plugin.pretrained import DICTIONARY_FILE, SENTENCEPIECE_FILE, to_huggingface
+    from diffusion_plugin.pretrained import (
+        DICTIONARY_FILE,
+        SENTENCEPIECE_FILE,
+        dictionary_tokenizer,
+        to_huggingface,
+    )
 
     overrides = {"data": os.path.abspath(data)} if data else None
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides=overrides)
     dictionary = task.source_dictionary
-    to_huggingface(models[0], dictionary).save_pretrained(outdir)
+    hf_model = to_huggingface(models[0], dictionary)
+    hf_model.config.tokenizer_class = TOKENIZER_CLASS
+    hf_model.save_pretrained(outdir)
     dictionary.save(os.path.join(outdir, DICTIONARY_FILE))
     sentencepiece_model = os.path.join(cfg.task.data, SENTENCEPIECE_FILE)
     if os.path.isfile(sentencepiece_model):
         shutil.copyfile(sentencepiece_model, os.path.join(outdir, SENTENCEPIECE_FILE))
-        tokenizer = XLMRobertaTokenizer.from_pretrained(outdir)  # from the copied model
-        if tokenizer.get_vocab() == dictionary.indices:
-            tokenizer.save_pretrained(outdir)
-    return len(dictionary)
+        tokenizer, reason = dictionary_tokenizer(sentencepiece_model, dictionary)
+    else:
+        tokenizer, reason = None, f"{sentencepiece_model} is missing"
+    if tokenizer is not None:
+        tokenizer.model_max_length = hf_model.config.max_position_embeddings - dictionary.pad() - 1
+        tokenizer.save_pretrained(outdir)
+        set_tokenizer_class(os.path.join(outdir, "tokenizer_config.json"))
+    write_export_readme(checkpoint, outdir, len(dictionary), reason)
+    return len(dictionary), reason
+
+
+def set_tokenizer_class(tokenizer_config):
+    """Name the class both transformers 4 and 5 read tokenizer.json with (5 writes its
+    own name, TokenizersBackend, which 4 lacks)."""
+    with open(tokenizer_config, encoding="utf-8") as config_file:
+        config = json.load(config_file)
+    config["tokenizer_class"] = TOKENIZER_CLASS
+    with open(tokenizer_config, "w", encoding="utf-8") as config_file:
+        json.dump(config, config_file, indent=2)
+
+
+def write_export_readme(checkpoint, outdir, symbols, no_tokenizer_reason):
+    """OUTDIR/README.md: what the export holds and how to tokenize for it."""
+    if no_tokenizer_reason is None:
+        tokenizer = (
+            "`tokenizer.json` is the sentencepiece model re-mapped to the rows of `dict.txt`: "
+            "`AutoTokenizer.from_pretrained` gives the ids fairseq gives (sentencepiece "
+            "encoding, then the dictionary), with `<s>` and `</s>` around each text."
+        )
+    else:
+        tokenizer = (
+            f"No tokenizer is exported ({no_tokenizer_reason}), and `AutoTokenizer` refuses "
+            "this directory. Encode text with `sentencepiece.bpe.model` "
+            "(`encode(text, out_type=str)`) and take each piece's row in `dict.txt` (line n "
+            "is row n + 3, after `<s> <pad> </s> <unk>`; pieces it lacks are `<unk>`, row 3), "
+            "with `<s>` and `</s>` around the text."
+        )
+    with open(os.path.join(outdir, "README.md"), "w", encoding="utf-8") as readme:
+        readme.write(
+            f"# {os.path.basename(os.path.abspath(outdir))}\n\n"
+            f"A diffusion_plugin model exported by `scripts/export_huggingface.py` from "
+            f"`{checkpoint}`: a masked LM (`AutoModelForMaskedLM`) with one row per "
+            f"symbol of `dict.txt` ({symbols} symbols). The length head is not exported.\n\n"
+            f"{tokenizer}\n"
+        )

@@ -153,7 +153,8 @@ def evaluate(path, data, instruct_dir, sets, splits=(), direction="deen", tydiqa
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--path {path} does not exist; give a checkpoint file")
     if not os.path.isdir(instruct_dir):
-        raise FileNotFoundError(f"--instruct-dir {instruct_dir} is not a directory")
+        raise FileNotFoundError(f"--instruct-dir {instruct_dir} is not a directory; give the root of the "
+                                "instruct sets (the paper's data/instruct layout: FAMILY/K-shot/SPLIT/*.jsonl, docs/INSTRUCT.md)")
     if length_beam < 0 or max_iter < 0 or max_per_file < 0 or batch_size < 1:
         raise ValueError("--length-beam, --max-iter and --max-per-file must be >= 0, --batch-size >= 1")
     if direction not in DIRECTIONS:
