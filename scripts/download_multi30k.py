@@ -1,40 +1,11 @@
 #!/usr/bin/env python3
 """
-Download Multi30k German-English from its public repository (github.com/multi30k/dataset)
-into OUTDIR (default data/multi30k), decompressed, in the layout the README's commands read:
-
-    train.{de,en}             task 1 raw, 29,000 lines
-    val.{de,en}               task 1 raw, 1,014 lines
-    test_2016_flickr.{de,en}  task 1 raw, 1,000 lines
-    mono/train.{de,en}        task 2 raw train.1-5 concatenated in order, 145,000 lines
-                              (the monolingual text examples/pretrain_then_adapt.sh pretrains on)
-
-Every file's line count is checked; files are written to a temporary name and renamed
-when complete, and files already there with the right count are kept.
-
-    python scripts/download_multi30k.py [--outdir data/multi30k]
-"""
 
 import argparse
-import gzip
 import os
-import urllib.error
-import urllib.request
+import sys
 
-BASE_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data"
-LANGUAGES = ("de", "en")
-# output file -> (paths under --base-url, concatenated in order; line count)
-FILES = {
-    **{
-        f"{split}.{lang}": ([f"task1/raw/{split}.{lang}.gz"], lines)
-        for split, lines in (("train", 29000), ("val", 1014), ("test_2016_flickr", 1000))
-        for lang in LANGUAGES
-    },
-    **{
-        f"mono/train.{lang}": ([f"task2/raw/train.{part}.{lang}.gz" for part in range(1, 6)], 145000)
-        for lang in LANGUAGES
-    },
-}
+from diffusion_plugin.tools.multi30k_download import BASE_URL, download
 
 
 def get_parser():
@@ -45,59 +16,12 @@ def get_parser():
     return parser
 
 
-def count_lines(path):
-    with open(path, "rb") as text:
-        return sum(1 for _ in text)
-
-
-def fetch(url):
-    """The decompressed bytes of the .gz file at ``url``."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            compressed = response.read()
-    except (urllib.error.URLError, OSError) as error:
-        raise SystemExit(
-            f"download_multi30k.py: cannot fetch {url} ({getattr(error, 'reason', error)}); "
-            "check the connection, or give a copy of the repository's data/ folder with "
-            "--base-url file:///path/to/dataset/data"
-        ) from error
-    try:
-        return gzip.decompress(compressed)
-    except (OSError, EOFError) as error:
-        raise SystemExit(f"download_multi30k.py: {url} is not a complete gzip file ({error}); run again") from error
-
-
-def download(outdir, base_url):
-    """Write every file of FILES under ``outdir``; return their paths."""
-    written = []
-    for name, (sources, lines) in FILES.items():
-        path = os.path.join(outdir, name)
-        if os.path.isfile(path) and count_lines(path) == lines:
-            print(f"{path}: {lines} lines, kept")
-            written.append(path)
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = path + ".partial"
-        with open(partial, "wb") as out:
-            for source in sources:
-                out.write(fetch(f"{base_url.rstrip('/')}/{source}"))
-        found = count_lines(partial)
-        if found != lines:
-            os.remove(partial)
-            raise SystemExit(
-                f"download_multi30k.py: {name} from {', '.join(sources)} has {found} lines, "
-                f"Multi30k's has {lines}; the download is incomplete or --base-url is not "
-                "multi30k/dataset's data/ folder"
-            )
-        os.replace(partial, path)
-        print(f"{path}: {lines} lines")
-        written.append(path)
-    return written
-
-
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    download(args.outdir, args.base_url)
+    try:
+        download(args.outdir, args.base_url)
+    except (ConnectionError, ValueError) as error:
+        sys.exit(f"download_multi30k.py: error: {error}")
     print(f"Multi30k de-en in {args.outdir}")
 
 
