@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common
-from measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
+from benchmarks import common
+from benchmarks.measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
 
 REPO = common.REPO
 MODELS = {
@@ -443,7 +443,7 @@ def main(args):
             training["plugin_fp32"] = training_speed(args, model, commands, fp32=True)
 
     table = report_table(rows, results, training, peaks, parameters, args.batch_size)
-    command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.bench_speed " + " ".join(sys.argv[1:])
     report = (
         f"{table}\n\n{verdict(rows, results)}\n\n"
         f"{bf16_training_line(training)}"

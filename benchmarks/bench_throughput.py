@@ -8,7 +8,7 @@ Models of about equal size: the plugin's diffusion_xlmr_tiny (6 x 256; full atte
 and a second one with --prompt-attention prefix), fairseq's cmlm_transformer and
 transformer (3 + 3 x 256), one 8k sentencepiece vocabulary.
 
-Training: each row runs benchmarks/train_worker.py in a process of its own on --threads
+Training: each row runs benchmarks.train_worker in a process of its own on --threads
 threads (fairseq's Trainer and train_step, as fairseq-train runs them): target tokens/s
 over --train-updates updates, FLOPs per target token (every matmul and attention of one
 update's forward and backward, by shape), achieved GFLOP/s against the measured fp32 and
@@ -34,11 +34,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common
-from measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
+from benchmarks import common
+from benchmarks.measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
 
 REPO = common.REPO
-WORKER = Path(__file__).resolve().parent / "train_worker.py"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 # fairseq-train arguments, peak learning rate and --max-tokens of each model; the batch
 # sizes give each model about 2,000 target tokens per update (the plugin's --max-tokens
@@ -217,7 +216,7 @@ def train_args(paths, model, extra=(), minutes=60.0, warmup=100):
 # --------------------------------------------------------------- training
 def run_worker(args, paths, row):
     """One training row in its own process: its JSON line and its peak resident memory."""
-    cmd = [sys.executable, str(WORKER), "--updates", str(args.train_updates),
+    cmd = [sys.executable, "-m", "benchmarks.train_worker", "--updates", str(args.train_updates),
            "--warmup", str(args.train_warmup)]
     if row.profile:
         cmd += ["--profile", str(args.profile_updates)]
@@ -229,7 +228,8 @@ def run_worker(args, paths, row):
     log_path = args.workdir / "logs" / f"train-{row.model}-{slug(row.name)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env, text=True,
+                                cwd=REPO)
         output = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -326,7 +326,7 @@ def checkpoints(args, paths, commands):
 
 def save_random_init(arguments, path):
     """A checkpoint of the untrained model of fairseq-train ``arguments``, as fairseq saves it."""
-    from train_worker import build_trainer
+    from benchmarks.train_worker import build_trainer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer, _, _ = build_trainer(arguments + ["--save-dir", str(path.parent)])
@@ -427,7 +427,7 @@ def main(args):
                               for r in rows]
         record["checkpoints"] = {m: str(p) for m, p in found.items()}
         record["parameters"] = parameters
-    command = "python benchmarks/bench_throughput.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.bench_throughput " + " ".join(sys.argv[1:])
     sections.append(
         f"Machine: {machine(args.threads)}. Matmul peak (2048², torch.matmul): {peaks['fp32']:.1f} "
         f"GFLOP/s fp32, {peaks['bf16']:.1f} GFLOP/s bf16. test_2016_flickr: "

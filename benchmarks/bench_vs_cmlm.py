@@ -30,7 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     MODEL_ARGS,
     RAW_SPLITS,
     REPO,

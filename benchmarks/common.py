@@ -1,8 +1,7 @@
 """What the benchmarks share: the repository, Multi30k, running fairseq commands on a
 fixed number of threads, and the training settings of the plugin and CMLM.
 
-Each benchmark runs as ``python benchmarks/NAME.py``, which puts this directory on
-the module path, so they ``import common``.
+Each benchmark runs from the repository root as ``python -m benchmarks.NAME``.
 """
 
 import os

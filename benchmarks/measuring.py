@@ -28,7 +28,7 @@ def build_generator(model_name, network, task, options, max_len_b=200):
     from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
     from fairseq.sequence_generator import SequenceGenerator
 
-    from variants import MeasuredGenerator
+    from benchmarks.variants import MeasuredGenerator
 
     dictionary = task.target_dictionary
     if model_name == "transformer":

@@ -48,7 +48,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import RAW_SPLITS, REPO, SRC, TGT, USER_DIR, fairseq_cli, find_data
+from benchmarks.common import RAW_SPLITS, REPO, SRC, TGT, USER_DIR, fairseq_cli, find_data
 
 TEMPLATE = "Translate the German sentence to English. German: {src} English:"
 
@@ -1081,7 +1081,7 @@ def main(args):
             claims.train(stage)
         for claim in args.claim:
             body = getattr(claims, claim)()
-            command = shlex.join(["python", "benchmarks/reproduce.py",
+            command = shlex.join(["python", "-m", "benchmarks.reproduce",
                                   *options, "--claim", claim])
             section = f"## {CLAIM_TITLES[claim]}\n\n`{command}`\n\n{body}"
             print(section, flush=True)

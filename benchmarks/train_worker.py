@@ -10,7 +10,7 @@ FlopCounterMode, per target token of those batches), and with
 ``--profile`` records further updates with torch's profiler, sorted into where the time
 goes. Prints one JSON line.
 
-    python benchmarks/train_worker.py --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
+    python -m benchmarks.train_worker --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
 """
 
 import argparse
@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 
-from variants import TRAINING_VARIANTS
+from benchmarks.variants import TRAINING_VARIANTS
 
 # op name -> category of the profile; the first pattern an op contains decides
 CATEGORIES = (

@@ -1,4 +1,4 @@
-"""benchmarks/bench_throughput.py --smoke: the training rows with their profiles and the
+"""python -m benchmarks.bench_throughput --smoke: the training rows with their profiles and the
 decoding rows at random init, the shape of each table and what results.json records
 (never the numbers)."""
 
@@ -29,7 +29,7 @@ def test_smoke_prints_every_table_and_records_every_command(tmp_path):
     if not MULTI30K.is_dir():
         pytest.skip(f"the shared Multi30k corpus is not at {MULTI30K}")
     result = subprocess.run(
-        [str(BIN / "python"), "benchmarks/bench_throughput.py", "--smoke", "--workdir", str(tmp_path)],
+        [str(BIN / "python"), "-m", "benchmarks.bench_throughput", "--smoke", "--workdir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -63,7 +63,7 @@ def test_smoke_prints_every_table_and_records_every_command(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert set(record["matmul_peak_gflops"]) == {"fp32", "bf16"}
     for row in record["training"]:
-        assert "train_worker.py" in row["command"] and row["peak_rss_mib"] > 0
+        assert "benchmarks.train_worker" in row["command"] and row["peak_rss_mib"] > 0
         assert row["flops_per_target_token"] > 0 and row["target_tokens_per_second"] > 0
     assert all(row["peak_rss_mib"] > 0 for row in record["decoding"])
     assert set(record["checkpoints"]) == {"transformer", "prefix", "plugin"}

@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py --smoke: every claim's pipeline at toy sizes, the shape of its
+"""python -m benchmarks.reproduce --smoke: every claim's pipeline at toy sizes, the shape of its
 table and the provenance of its runs (never its numbers)."""
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from helpers import BIN, ROOT
-from reproduce import Pipeline, bold_ratio
+from benchmarks.reproduce import Pipeline, bold_ratio
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 # a ratio in bold, or a bold dash where the baseline scored 0 BLEU (a toy run on a fast machine can)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 40 fai
 
 def reproduce(workdir, *claims):
     result = subprocess.run(
-        [str(BIN / "python"), "benchmarks/reproduce.py", "--smoke", "--workdir", str(workdir),
+        [str(BIN / "python"), "-m", "benchmarks.reproduce", "--smoke", "--workdir", str(workdir),
          "--claim", *claims],
         cwd=ROOT, capture_output=True, text=True,
     )
@@ -97,7 +97,7 @@ def test_claims_b_c_d_tables(smoke):
                            r"distilled track .*|fairseq transformer, beam 5")
     assert len(systems) == 4 and all(len(row) == 11 for row in systems)
     assert systems[2][0].startswith("distilled track (not the paper's)")
-    assert "`python benchmarks/reproduce.py --smoke --distill --claim d`" in output
+    assert "`python -m benchmarks.reproduce --smoke --distill --claim d`" in output
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
     # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
@@ -140,7 +140,7 @@ def test_a_run_sums_the_invocations_stopped_before_it(tmp_path):
 @pytest.mark.parametrize("stage", ["mlm-huge", "adapt-tiny", "length-mini-warm", "transformer-tiny-scratch"])
 def test_train_first_names_a_training_stage(stage):
     result = subprocess.run(
-        [str(BIN / "python"), "benchmarks/reproduce.py", "--train-first", stage],
+        [str(BIN / "python"), "-m", "benchmarks.reproduce", "--train-first", stage],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 2

@@ -11,7 +11,7 @@ from helpers import batch, training_cfg
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
-from variants import MeasuredGenerator
+from benchmarks.variants import MeasuredGenerator
 
 STRATEGIES = [
     "reparam-uncond-deterministic-cosine",
