@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One training-throughput measurement, in its own process (bench_throughput.py runs one
+"""One training-throughput measurement, in its own process (bench_speed.py --mode throughput runs one
 per row, so that each row's peak memory is its own).
 
 Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does,

@@ -1,6 +1,6 @@
-"""python -m benchmarks.bench_throughput --smoke: the training rows with their profiles and the
-decoding rows at random init, the shape of each table and what results.json records
-(never the numbers)."""
+"""python -m benchmarks.bench_speed --mode throughput --smoke: the training rows with their
+profiles and the decoding rows at random init, the shape of each table and what
+results.json records (never the numbers)."""
 
 import json
 import re
@@ -29,7 +29,8 @@ def test_smoke_prints_every_table_and_records_every_command(tmp_path):
     if not MULTI30K.is_dir():
         pytest.skip(f"the shared Multi30k corpus is not at {MULTI30K}")
     result = subprocess.run(
-        [str(BIN / "python"), "-m", "benchmarks.bench_throughput", "--smoke", "--workdir", str(tmp_path)],
+        [str(BIN / "python"), "-m", "benchmarks.bench_speed", "--mode", "throughput", "--smoke",
+         "--workdir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -57,7 +58,10 @@ def test_smoke_prints_every_table_and_records_every_command(tmp_path):
     decoding = table_rows(report, "| model | decoding |")
     assert [row[:2] for row in decoding[:2]] == [["transformer", "beam 5"], ["transformer", "greedy"]]
     assert ["prefix", "K=4, 1 length, --prompt-cache (exact), bf16"] in [row[:2] for row in decoding]
-    assert all(len(row) == 13 and re.fullmatch(r"[\d.]+", row[2]) for row in decoding)
+    assert all(len(row) == 17 and re.fullmatch(r"[\d.]+", row[2]) for row in decoding)
+    for row in decoding:  # a row measured against another names it and gives both speed-ups
+        assert row[10] == "" or (re.fullmatch(r"[\d.]+×", row[11]) and re.fullmatch(r"[\d.]+×", row[12]))
+        assert re.fullmatch(r"[\d.]+×", row[4]) and re.fullmatch(r"[\d.]+M", row[15]), row
     assert "Random-init checkpoints (transformer, prefix, plugin)" in report
 
     record = json.loads((tmp_path / "results.json").read_text())
