@@ -301,15 +301,6 @@ def settle(args):
     args.from_workdir = args.from_workdir.resolve()
 
 
-def find_shared(path, *parts):
-    """``path``, else the first shared/data/<parts> in a parent directory of the repository."""
-    candidates = [path] if path is not None else [p.joinpath("shared", "data", *parts) for p in REPO.parents]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise SystemExit(f"{'/'.join(parts)} not found (looked in {', '.join(map(str, candidates))})")
-
-
 # --------------------------------------------------------------------- data
 def prepare(args, runner, raw):
     """{"plugin-bin", "cmlm-bin"}: --from-workdir's data, else prepared in --workdir."""
@@ -647,7 +638,7 @@ def main(args):
     raw = common.find_data(args.data)
     runner = common.Runner(args.workdir, args.threads)
     if args.mode == "levers":
-        args.mmlu = find_shared(args.mmlu, "instruct", "mmlu", "2-shot", "val")
+        args.mmlu = common.find_shared(args.mmlu, ["instruct", "mmlu", "2-shot", "val"], flag="--mmlu")
     commands = {}
     paths = prepare(args, runner, raw)
     torch.set_num_threads(args.threads)

@@ -30,21 +30,25 @@ def log(message):
     print(f"[{Path(sys.argv[0]).stem} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def find_shared(path, parts, needed=(), flag="--data"):
+    """``path`` (given by ``flag``), else the first shared/data/PARTS above the repository,
+    holding the files ``needed``."""
+    candidates = [path.resolve()] if path is not None else [
+        parent.joinpath("shared", "data", *parts) for parent in REPO.parents
+    ]
+    for candidate in candidates:
+        if candidate.is_dir() and all((candidate / name).is_file() for name in needed):
+            return candidate
+    holding = f" holding {', '.join(needed)}" if needed else ""
+    raise SystemExit(f"{'/'.join(parts)} not found (looked in {', '.join(map(str, candidates))}); "
+                     f"pass {flag} DIR{holding}")
+
+
 def find_data(path, extra=()):
     """The Multi30k directory (with the files ``extra`` too): --data, else
     shared/data/multi30k above the repository."""
-    candidates = [path.resolve()] if path is not None else [
-        parent / "shared" / "data" / "multi30k" for parent in REPO.parents
-    ]
     needed = [f"{name}.{lang}" for name in RAW_SPLITS.values() for lang in (SRC, TGT)]
-    needed += list(extra)
-    for candidate in candidates:
-        if all((candidate / name).is_file() for name in needed):
-            return candidate
-    raise SystemExit(
-        f"Multi30k not found (looked in {', '.join(map(str, candidates))}); "
-        f"pass --data DIR holding {', '.join(needed)}"
-    )
+    return find_shared(path, ["multi30k"], needed + list(extra))
 
 
 def fairseq_cli(name):
@@ -180,7 +184,7 @@ class Runner:
         if key in self.stage_locks:
             self.stage_locks.pop(key).close()
 
-    def run(self, name, cmd, log_name=None, env=None):
+    def run(self, name, cmd, env=None):
         """Run cmd on the runner's threads (with ``env`` added to the environment) with its
         output in WORKDIR/logs/NAME.log.
 
@@ -195,13 +199,14 @@ class Runner:
                            PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", **env)
         for folder in ("logs", "progress"):
             (self.workdir / folder).mkdir(exist_ok=True)
-        log_path = self.workdir / "logs" / f"{log_name or name}.log"
+        log_path = self.workdir / "logs" / f"{name}.log"
         progress_path = self.workdir / "progress" / f"{name}.json"
         earlier = json.loads(progress_path.read_text()) if progress_path.exists() else []
         log(f"{name}: {shlex.join(cmd)[:300]} (log {log_path})")
         started, loads, stop = time.time(), [], threading.Event()
         with open(log_path, "a") as out:
-            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+            header = shlex.join(cmd).replace("\n", "\\n")  # one line, where :meth:`output` starts
+            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n")
             out.flush()
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment,
                                      cwd=REPO)

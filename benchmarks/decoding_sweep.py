@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, table
+from benchmarks.measuring import load_model
 
 BENCH = REPO / "work" / "bench_vs_cmlm"
 STRATEGIES = [
@@ -94,19 +95,11 @@ def find_references(args):
 
 
 def load(args):
-    import diffusion_plugin  # noqa: F401
-    from fairseq import checkpoint_utils
-
     if not args.checkpoint.is_file():
         raise SystemExit(f"error: {args.checkpoint} not found; train one with "
-                         "benchmarks/bench_vs_cmlm.py or pass --checkpoint")
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(args.checkpoint)],
-        arg_overrides={"data": str(args.data), "source_lang": args.source_lang,
-                       "target_lang": args.target_lang},
-    )
-    task.load_dataset(args.subset)
-    model = models[0].eval()
+                         "python -m benchmarks.bench_vs_cmlm or pass --checkpoint")
+    model, task = load_model(args.data, args.checkpoint, args.subset,
+                             source_lang=args.source_lang, target_lang=args.target_lang)
     return task, model
 
 

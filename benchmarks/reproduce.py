@@ -17,7 +17,8 @@ One resumable pipeline, run claim by claim (``--claim a b c d``):
 * transformer-SIZE: fairseq's autoregressive ``transformer`` of about the same
   parameter count, trained for the adaptation's training time;
 * evaluation: fairseq-generate on ``val`` and ``test_2016_flickr``, sacreBLEU with
-  its signature, decoding speed at batch size 1 and 64, repetition.
+  its signature, decoding speed at batch size 1 and 64, repetition; and, in a column
+  of every table, on each ``--extra-test NAME=PREFIX`` (raw parallel files).
 
 Every training is a fairseq-train run with ``--max-update`` (or, for the
 transformer, fairseq's ``--stop-time-hours`` set to the adaptation's CPU time; it
