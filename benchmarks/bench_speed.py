@@ -360,17 +360,21 @@ def checkpoints(args, runner, paths, models, commands):
     if unknown:
         raise SystemExit(f"--checkpoint {sorted(unknown)}: models are {', '.join(MODELS)}")
     found, jobs, random_init = {}, {}, []
-    if "prefix" in models and args.prefix_from_plugin:
-        models = ["plugin", *[m for m in models if m != "plugin"]]
-    for model in models:
+
+    def locate(model):
+        """The given checkpoint, else the first found, else where it is to be made."""
         if model in given:
-            found[model] = Path(given[model])
-            if not found[model].is_file():
-                raise SystemExit(f"--checkpoint {model}={found[model]}: no such file")
-            continue
+            if not Path(given[model]).is_file():
+                raise SystemExit(f"--checkpoint {model}={given[model]}: no such file")
+            return Path(given[model])
         candidates = [root / model / "checkpoints" / "checkpoint_last.pt"
                       for root in (args.from_workdir, args.workdir)]
-        found[model] = next((path for path in candidates if path.is_file()), candidates[1])
+        return next((path for path in candidates if path.is_file()), candidates[1])
+
+    if "prefix" in models and args.prefix_from_plugin and "plugin" not in models:
+        models = [*models, "plugin"]  # the prefix model starts from it
+    for model in models:
+        found[model] = locate(model)
         if found[model].is_file():
             continue
         if args.quick:
@@ -382,7 +386,7 @@ def checkpoints(args, runner, paths, models, commands):
         if args.train_max_update:
             extra += ["--max-update", str(args.train_max_update)]
         if model == "prefix" and args.prefix_from_plugin:
-            extra += ["--finetune-from-model", str(found["plugin"])]
+            extra += ["--finetune-from-model", str(locate("plugin"))]
         jobs[model] = extra
     # the others at once, then a prefix model that starts from the plugin's checkpoint
     later = {"prefix"} if "prefix" in jobs and args.prefix_from_plugin else set()
