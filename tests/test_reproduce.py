@@ -100,13 +100,14 @@ def test_claims_b_c_d_tables(smoke):
     assert "LB 3, the candidate nearest the reference length" in headers[1]
     assert [(row[0], row[1]) for row in beams] == [
         (size, selection) for size in ("tiny", "mini") for selection in ("score", "joint")] * 2
-    assert all(len(row) == 6 for row in beams)
+    assert [len(row) for row in beams] == [7] * 4 + [6] * 4  # the first with BLEU flickr_val (LB 3)
     assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[4:] for cell in row[2:4])
     systems = rows(output, r"diffusion \(masked LM, then adapted\)|the same, `--collapse-repeats`|"
                            r"distilled track .*|fairseq transformer, beam 5")
-    assert len(systems) == 4 and all(len(row) == 11 for row in systems)
+    assert len(systems) == 4 and all(len(row) == 12 for row in systems)
     assert systems[2][0].startswith("distilled track (not the paper's)")
-    assert "`python -m benchmarks.reproduce --smoke --distill --claim d`" in output
+    assert re.search(r"`python -m benchmarks\.reproduce --smoke --distill --extra-test flickr_val=\S+ --claim d`",
+                     output)
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
     # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
@@ -178,9 +179,8 @@ def test_extra_test_scores_every_model_of_each_claim(smoke):
     prefix = state["stages"]["data-extra-flickr_val"]["prefix"]
     headers = [line for line in (first + rest).splitlines() if "BLEU flickr_val" in line]
     assert [line.split(" | ")[0] for line in headers] == ["| init", "| size", "| size", "| system"]
-    sizes = rows(rest, r"micro|mini|tiny")
-    claim_b = [row for row in sizes if row[1].endswith("M")]
-    claim_c = [row for row in sizes if row[1] in ("score", "joint") and len(row) == 7]
+    claim_b = rows(rest, r"(mini|tiny) \(\d+ × \d+\)")
+    claim_c = [row for row in rows(rest, r"mini|tiny") if len(row) == 7]
     claim_d = rows(rest, r"fairseq transformer, beam 5|diffusion.*|the same.*|distilled.*")
     assert (len(claim_b), len(claim_c), len(claim_d)) == (2, 4, 4)
     cells = [row[5] for row in rows(first, r"masked LM, then adapted|from scratch")]
