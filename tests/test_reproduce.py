@@ -187,7 +187,8 @@ def test_extra_test_scores_every_model_of_each_claim(smoke):
     cells += [row[6] for row in claim_b + claim_c + claim_d]
     assert all(re.fullmatch(r"\d+\.\d\d", cell) for cell in cells), cells
     # each decoding read the test set binarized with the run's dictionary, all of its lines
-    decodes = {key: run for key, run in state["stages"].items() if key.endswith("-extra-flickr_val")}
+    decodes = {key: run for key, run in state["stages"].items()
+               if key.startswith("generate-") and key.endswith("-extra-flickr_val")}
     assert {"generate-tiny-pretrained-lb3-extra-flickr_val", "generate-tiny-scratch-lb3-extra-flickr_val",
             "generate-transformer-tiny-extra-flickr_val"} <= set(decodes)
     for key, run in decodes.items():
