@@ -1,21 +1,36 @@
 #!/usr/bin/env python3
 """
 Decoding and training speed of the plugin against fairseq's transformer and
-cmlm_transformer on Multi30k de->en, with each decoding optimisation measured.
+cmlm_transformer on Multi30k de->en, with each lever measured against the row it changes
+(docs/SPEED.md).
 
-Models of about equal size (~7-8M parameters, one 8k sentencepiece vocabulary):
-the plugin's diffusion_xlmr_tiny (full attention, and a second one trained with
---prompt-attention prefix), fairseq's cmlm_transformer and transformer (3 + 3
-layers x 256). The plugin and CMLM checkpoints and the binarized data come from
-benchmarks/bench_vs_cmlm.py's work directory (--from-workdir); models not found
-there are trained here for --train-minutes. In one process and on --threads
-threads, every row of the table decodes test_2016_flickr and reports BLEU,
-latency per sentence at batch size 1, sentences/s at batch size --batch-size and
-achieved GFLOP/s (FLOPs counted from the shapes of every matmul and attention by
-torch's FlopCounterMode, on a subset) against the measured fp32 and bf16 matmul
-peaks; training target tokens/s come from a short fairseq-train run per model.
-An MMLU 2-shot block (long prompts, one-token answers decoded at their reference
-length) measures speed only. Results go to --workdir/results.{md,json}.
+Models of about equal size, one 8k sentencepiece vocabulary: the plugin's
+diffusion_xlmr_tiny (6 x 256; full attention, and a second one trained with
+--prompt-attention prefix), fairseq's cmlm_transformer and transformer (3 + 3 x 256).
+The binarized data come from --from-workdir (benchmarks.bench_vs_cmlm's work
+directory) when it has them, else they are prepared in --workdir.
+
+Two modes:
+
+* ``--mode levers`` (default): every decoding optimisation of the plugin against its
+  baseline row, CMLM's and the transformer's settings, MMLU 2-shot rows (long prompts,
+  one-token answers decoded at their reference length, speed only), each model's
+  fairseq-train target tokens/s, and the verdict: the fastest plugin setting within 1
+  BLEU of its best against autoregressive beam 5.
+* ``--mode throughput``: training rows, each benchmarks.train_worker in a process of
+  its own on --threads threads (fairseq's Trainer and train_step): target tokens/s,
+  FLOPs per target token, the share of the matmul peak, peak resident memory, and for
+  the marked rows a torch-profiler breakdown of an update; then the decoding rows of the
+  prompt cache and of batching finished canvases and length candidates.
+
+Every decoding row decodes test_2016_flickr in one process on --threads threads: BLEU,
+latency at batch size 1, sentences/s at --batch-size, achieved GFLOP/s (FLOPs counted
+from the shapes of every matmul and attention by torch's FlopCounterMode, on a subset)
+against the measured fp32 and bf16 matmul peaks, and peak resident memory. A model
+without a checkpoint (--checkpoint, --from-workdir, --workdir) is trained for
+--train-minutes first, all at once; with --quick it is made at random init instead
+(diffusion rows then decode at the reference length and autoregressive ones stop at the
+source length; BLEU means nothing). Results go to --workdir/results.{md,json}.
 """
 
 import argparse
@@ -27,34 +42,39 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common
-from measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
+from benchmarks import common
+from benchmarks.measuring import build_generator, load_model, machine, matmul_peaks, measure, test_batches
 
 REPO = common.REPO
-MODELS = {
-    "plugin": "diffusion_xlmr_tiny (plugin, full attention)",
-    "prefix": "diffusion_xlmr_tiny (plugin, --prompt-attention prefix)",
-    "cmlm": "cmlm_transformer (fairseq)",
-    "transformer": "transformer (fairseq, autoregressive)",
-}
-# fairseq-train arguments, peak learning rate and tokens per batch of each model
-TRAINING = {
-    "plugin": (common.MODEL_ARGS["plugin"] + ["--bf16-autocast", "--time-sampling", "single"], 1e-3, 1536),
-    "prefix": (
-        common.MODEL_ARGS["plugin"]
-        + ["--bf16-autocast", "--time-sampling", "single", "--prompt-attention", "prefix"],
-        1e-3,
-        1536,
-    ),
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+DIFFUSION = ("plugin", "prefix")
+BF16 = ["--bf16-autocast"]
+# fairseq-train arguments, peak learning rate and --max-tokens of each model's checkpoint
+CHECKPOINT_TRAINING = {
+    "plugin": (common.MODEL_ARGS["plugin"] + BF16 + ["--time-sampling", "single"], 1e-3, 1536),
+    "prefix": (common.MODEL_ARGS["plugin"] + BF16 + ["--time-sampling", "single",
+                                                     "--prompt-attention", "prefix"], 1e-3, 1536),
     "cmlm": (common.MODEL_ARGS["cmlm"], 5e-4, 4096),
     "transformer": (common.MODEL_ARGS["transformer"], 5e-4, 4096),
 }
+MODELS = list(CHECKPOINT_TRAINING)
+# the same for the throughput rows: about 2,000 target tokens per update for each model (the
+# plugin's --max-tokens counts prompt + target, fairseq's max(source, target))
+THROUGHPUT_TRAINING = {
+    "plugin": (common.MODEL_ARGS["plugin"], 1e-3, 4096),
+    "prefix": (common.MODEL_ARGS["plugin"] + ["--prompt-attention", "prefix"], 1e-3, 4096),
+    "cmlm": (common.MODEL_ARGS["cmlm"], 5e-4, 2048),
+    "transformer": (common.MODEL_ARGS["transformer"], 5e-4, 2048),
+}
+RESIDUAL = ["--bf16-residual"]
+NO_LENGTH = ["--length-loss-factor", "0"]
+STAGE_1 = "--bf16-autocast, --bf16-residual, --length-loss-factor 0"
 WPS_RE = re.compile(r"\bwps=([\d.]+)")
 
 
 @dataclass
 class Row:
-    """One decoding setting: ``options`` go to the model's generator."""
+    """One decoding setting: ``options`` go to the model's generator (measuring.build_generator)."""
 
     name: str
     model: str
@@ -64,8 +84,8 @@ class Row:
     mmlu: bool = False
 
 
-def translation_rows(length_beam):
-    """The table's rows: every model's settings, then each optimisation against its baseline."""
+def lever_rows(length_beam):
+    """--mode levers: every model's settings, then each optimisation against its baseline."""
     default = f"K=10, {length_beam} lengths"
     rows = [
         Row("greedy", "transformer", {"beam": 1}),
@@ -100,37 +120,125 @@ def translation_rows(length_beam):
         for beam in (1, length_beam):
             rows.append(Row(f"K={steps}, {beam} lengths, --prompt-cache (exact)", "prefix",
                             {"max_iter": steps, "beam_size": beam, "prompt_cache": True}))
+    return rows + [
+        Row("MMLU 2-shot, greedy", "transformer", {"beam": 1}, mmlu=True),
+        Row("MMLU 2-shot, K=1", "plugin", {"max_iter": 1, "oracle_length": True}, mmlu=True),
+        Row("MMLU 2-shot, K=1", "prefix", {"max_iter": 1, "oracle_length": True}, mmlu=True),
+        Row("MMLU 2-shot, K=1, --prompt-cache (exact)", "prefix",
+            {"max_iter": 1, "oracle_length": True, "prompt_cache": True}, "MMLU 2-shot, K=1", mmlu=True),
+    ]
+
+
+def throughput_rows():
+    """--mode throughput: the prompt cache, finished canvases and length candidates."""
+    k4 = {"max_iter": 4, "beam_size": 1}
+    exact = {**k4, "prompt_cache": True}
+    k10 = {"max_iter": 10, "beam_size": 3, "prompt_cache": True}
+    return [
+        Row("beam 5", "transformer", {"beam": 5}),
+        Row("greedy", "transformer", {"beam": 1}),
+        Row("K=4, 1 length", "prefix", k4),
+        Row("K=4, 1 length, --prompt-cache (exact)", "prefix", exact, "K=4, 1 length"),
+        Row("K=4, 1 length, --prompt-cache (exact), bf16", "prefix", exact,
+            "K=4, 1 length, --prompt-cache (exact)", bf16=True),
+        Row("K=10, 3 lengths, --prompt-cache (exact)", "prefix", k10),
+        *[Row(f"K=10, 3 lengths, --prompt-cache (exact), {name}={value}", "prefix",
+              {**k10, name: value}, "K=10, 3 lengths, --prompt-cache (exact)")
+          for name, values in (("finished", ("half", "drop")),
+                               ("length_candidates", ("one forward", "per slot")))
+          for value in values],
+        Row("K=4, 1 length", "plugin", k4),
+        Row("K=4, 1 length, --prompt-cache (refresh never)", "plugin",
+            {**k4, "prompt_cache": True}, "K=4, 1 length"),
+        Row("K=4, 1 length, --prompt-cache-refresh 2", "plugin",
+            {**k4, "prompt_cache": True, "prompt_cache_refresh": 2}, "K=4, 1 length"),
+        Row("K=4, 1 length, --prompt-cache (refresh never), bf16", "plugin",
+            {**k4, "prompt_cache": True}, "K=4, 1 length, --prompt-cache (refresh never)", bf16=True),
+    ]
+
+
+@dataclass
+class TrainRow:
+    """One training measurement: ``args`` added to the model's fairseq-train arguments,
+    ``variants`` benchmarks.variants training variants, ``env`` added to the environment."""
+
+    name: str
+    model: str
+    args: list = field(default_factory=list)
+    variants: tuple = ()
+    env: dict = field(default_factory=dict)
+    baseline: str = None
+    profile: bool = False
+
+    @property
+    def bf16(self):
+        return "--bf16-autocast" in self.args
+
+
+def training_rows(tcmalloc):
+    rows = [
+        TrainRow("fp32", "cmlm", profile=True),
+        TrainRow("fp32", "transformer"),
+        TrainRow("fp32", "plugin"),
+        TrainRow("fp32, fairseq's gelu", "plugin", variants=("fairseq-gelu",), baseline="fp32"),
+        TrainRow("--bf16-autocast", "plugin", BF16, profile=True),
+        TrainRow("--bf16-autocast, fairseq's gelu", "plugin", BF16, variants=("fairseq-gelu",),
+                 baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, compiled layers", "plugin", BF16, variants=("compiled-layers",),
+                 baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, --length-loss-factor 0", "plugin",
+                 BF16 + NO_LENGTH, baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, --time-sampling single", "plugin",
+                 BF16 + ["--time-sampling", "single"], baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, --bf16-residual", "plugin", BF16 + RESIDUAL,
+                 baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast", "prefix", BF16, profile=True),
+        TrainRow("--bf16-autocast, --bf16-residual", "prefix", BF16 + RESIDUAL,
+                 baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, per-row prompts", "prefix", BF16,
+                 variants=("per-row-prompts",), baseline="--bf16-autocast"),
+        TrainRow("--bf16-autocast, before: fairseq's gelu, per-row prompts", "prefix", BF16,
+                 variants=("fairseq-gelu", "per-row-prompts"), baseline="--bf16-autocast"),
+    ]
+    if tcmalloc:
+        preload = {"LD_PRELOAD": tcmalloc}
+        rows += [
+            TrainRow("fp32, tcmalloc", "cmlm", env=preload, baseline="fp32"),
+            TrainRow("--bf16-autocast, tcmalloc", "plugin", BF16, env=preload,
+                     baseline="--bf16-autocast"),
+            TrainRow("--bf16-autocast, tcmalloc", "prefix", BF16, env=preload,
+                     baseline="--bf16-autocast"),
+        ]
+        # the paper's stage 1 (the length predictor is trained apart) with every lever on
+        rows += [TrainRow(f"{STAGE_1}, tcmalloc", model, BF16 + RESIDUAL + NO_LENGTH, env=preload,
+                          baseline="--bf16-autocast") for model in DIFFUSION]
     return rows
-
-
-MMLU_ROWS = [
-    Row("MMLU 2-shot, greedy", "transformer", {"beam": 1}, mmlu=True),
-    Row("MMLU 2-shot, K=1", "plugin", {"max_iter": 1, "oracle_length": True}, mmlu=True),
-    Row("MMLU 2-shot, K=1", "prefix", {"max_iter": 1, "oracle_length": True}, mmlu=True),
-    Row("MMLU 2-shot, K=1, --prompt-cache (exact)", "prefix",
-        {"max_iter": 1, "oracle_length": True, "prompt_cache": True}, "MMLU 2-shot, K=1", mmlu=True),
-]
 
 
 def get_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--mode", choices=("levers", "throughput"), default="levers",
+                        help="which rows are measured (see above)")
     parser.add_argument("--data", type=Path, default=None,
                         help="Multi30k raw text (default: shared/data/multi30k above the repository)")
     parser.add_argument("--mmlu", type=Path, default=None,
-                        help="MMLU 2-shot JSON lines directory (default: "
+                        help="--mode levers: MMLU 2-shot JSON lines directory (default: "
                              "shared/data/instruct/mmlu/2-shot/val above the repository)")
     parser.add_argument("--from-workdir", type=Path, default=REPO / "work" / "bench_vs_cmlm",
-                        help="bench_vs_cmlm.py's work directory: data/{plugin-bin,cmlm-bin} and "
-                             "{plugin,cmlm}/checkpoints/checkpoint_last.pt")
-    parser.add_argument("--workdir", type=Path, default=REPO / "work" / "bench_speed",
-                        help="where models trained here, logs and results.{md,json} go")
+                        help="benchmarks.bench_vs_cmlm's work directory: data/{plugin-bin,cmlm-bin} "
+                             "and {plugin,cmlm}/checkpoints/checkpoint_last.pt, used where present")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="data prepared here, models trained here, logs and results.{md,json} "
+                             "(default: work/bench_speed or work/bench_throughput, by --mode)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
-                        help=f"use this checkpoint for MODEL ({', '.join(MODELS)}) instead of "
-                             "the one in --from-workdir / --workdir")
-    parser.add_argument("--train-minutes", type=float, default=45.0,
-                        help="training budget of each model that has no checkpoint yet")
+                        help=f"use this checkpoint for MODEL ({', '.join(MODELS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="train nothing: --checkpoint, found or random-init checkpoints")
+    parser.add_argument("--train-minutes", type=float, default=None,
+                        help="training budget of each model that has no checkpoint yet "
+                             "(default: 45 in --mode levers, 15 in --mode throughput)")
     parser.add_argument("--warmup-updates", type=int, default=300,
                         help="inverse-sqrt warm-up of the models trained here")
     parser.add_argument("--train-max-update", type=int, default=None,
@@ -142,59 +250,83 @@ def get_parser():
                         help="longest autoregressive output (fairseq-generate's --max-len-b)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every measurement")
     parser.add_argument("--length-beam", type=int, default=3,
-                        help="length candidates of the diffusion rows (CMLM's and the plugin's)")
+                        help="--mode levers: length candidates of the diffusion rows")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of the throughput runs")
     parser.add_argument("--models", default=",".join(MODELS),
-                        help="comma-separated models whose rows are measured (the verdict needs "
-                             "transformer and plugin or prefix)")
-    parser.add_argument("--latency-sentences", type=int, default=100,
-                        help="sentences decoded one at a time for the latency column")
+                        help="comma-separated models whose decoding rows are measured (the verdict "
+                             "needs transformer and plugin or prefix)")
+    parser.add_argument("--latency-sentences", type=int, default=None,
+                        help="sentences decoded one at a time for the latency column "
+                             "(default: 100 in --mode levers, 50 in --mode throughput)")
     parser.add_argument("--test-lines", type=int, default=None,
                         help="decode only the first N test sentences (default: all 1,000)")
-    parser.add_argument("--flop-sentences", type=int, default=128,
-                        help="sentences (spread over the test set) whose FLOPs are counted")
+    parser.add_argument("--flop-sentences", type=int, default=None,
+                        help="sentences (spread over the test set) whose FLOPs are counted "
+                             "(default: 128 in --mode levers, 64 in --mode throughput)")
     parser.add_argument("--mmlu-examples", type=int, default=256,
-                        help="MMLU examples (spread over the subjects) of the speed rows")
+                        help="--mode levers: MMLU examples (spread over the subjects) of the speed rows")
     parser.add_argument("--train-speed-updates", type=int, default=50,
-                        help="updates of the short fairseq-train run that measures tokens/s")
+                        help="--mode levers: updates of the fairseq-train run that measures tokens/s")
+    parser.add_argument("--train-updates", type=int, default=12,
+                        help="--mode throughput: timed updates per training row")
+    parser.add_argument("--train-warmup", type=int, default=3,
+                        help="--mode throughput: untimed updates before them")
+    parser.add_argument("--profile-updates", type=int, default=4,
+                        help="--mode throughput: updates the profiler records in the rows that have one")
+    parser.add_argument("--skip", default="",
+                        help="--mode throughput: comma-separated sections to leave out: train, decode")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny budget for a check that everything runs (< 3 min)")
+                        help="a check that everything runs (numbers mean nothing)")
     return parser
 
 
-def smoke_settings(args):
-    """Overrides of --smoke; numbers from it mean nothing."""
-    args.train_minutes, args.warmup_updates, args.train_max_update = 0.2, 10, 3
-    args.prefix_from_plugin, args.max_len_b = True, 10
-    args.latency_sentences, args.test_lines, args.flop_sentences = 2, 8, 4
-    args.batch_size, args.mmlu_examples, args.train_speed_updates = 8, 4, 3
-    if args.workdir == REPO / "work" / "bench_speed":
-        args.workdir = REPO / "work" / "bench_speed_smoke"
+def settle(args):
+    """Defaults that depend on --mode, and the overrides of --smoke."""
+    levers = args.mode == "levers"
+    if args.latency_sentences is None:
+        args.latency_sentences = 100 if levers else 50
+    if args.flop_sentences is None:
+        args.flop_sentences = 128 if levers else 64
+    if args.train_minutes is None:
+        args.train_minutes = 45.0 if levers else 15.0
+    name = "bench_speed" if levers else "bench_throughput"
+    if args.smoke:
+        args.train_minutes, args.warmup_updates, args.train_max_update = 0.2, 10, 3
+        args.prefix_from_plugin, args.max_len_b, args.quick = True, 10, not levers
+        args.latency_sentences, args.test_lines, args.flop_sentences = 2, 8, 4
+        args.batch_size, args.mmlu_examples, args.train_speed_updates = 8, 4, 3
+        args.train_updates, args.train_warmup, args.profile_updates = 1, 1, 1
+        name += "_smoke"
+    args.workdir = (args.workdir or REPO / "work" / name).resolve()
+    args.from_workdir = args.from_workdir.resolve()
 
 
-def find_shared(path, *parts):
-    """``path``, else the first shared/data/<parts> in a parent directory of the repository."""
-    candidates = [path] if path is not None else [p.joinpath("shared", "data", *parts) for p in REPO.parents]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise SystemExit(f"{'/'.join(parts)} not found (looked in {', '.join(map(str, candidates))})")
+# --------------------------------------------------------------------- data
+def prepare(args, runner, raw):
+    """{"plugin-bin", "cmlm-bin"}: --from-workdir's data, else prepared in --workdir."""
+    for root in (args.from_workdir, args.workdir):
+        data = root / "data"
+        if (data / "cmlm-bin" / "test.de-en.en.bin").is_file():
+            return {name: data / name for name in ("plugin-bin", "cmlm-bin")}
+    with tempfile.TemporaryDirectory() as sliced:
+        limits = {"train": 2000 if args.smoke else None, "val": None, "test_2016_flickr": None}
+        common.slice_corpus(raw, Path(sliced), limits)
+        common.prepare_translation(runner, Path(sliced), data / "plugin-bin", data / "cmlm-spm",
+                                   data / "cmlm-bin", "{src} English:", 8000, workers=2)
+    return {name: data / name for name in ("plugin-bin", "cmlm-bin")}
 
 
-# ---------------------------------------------------------------- training
-def data_dir(args, model):
-    return args.from_workdir / "data" / ("plugin-bin" if model in ("plugin", "prefix") else "cmlm-bin")
+def data_dir(paths, model):
+    return paths["plugin-bin" if model in DIFFUSION else "cmlm-bin"]
 
 
-def train_command(args, model, save_dir, minutes, extra):
-    model_args, lr, max_tokens = TRAINING[model]
-    return [
-        common.fairseq_cli("fairseq-train"), str(data_dir(args, model)), *model_args,
-        *common.optimization_args(lr, max_tokens, args.warmup_updates, minutes),
-        "--save-dir", str(save_dir), *extra,
-    ]
+def train_args(paths, model, settings, extra=(), minutes=60.0, warmup=100):
+    arguments, lr, max_tokens = settings[model]
+    return [str(data_dir(paths, model)), *arguments,
+            *common.optimization_args(lr, max_tokens, warmup, minutes), *extra]
 
 
+# --------------------------------------------------------------- checkpoints
 def previous_training_minutes(extra):
     """Training minutes already in the checkpoint --finetune-from-model starts from (in
     ``extra``): fairseq restores them, and --stop-time-hours counts them."""
@@ -209,71 +341,154 @@ def previous_training_minutes(extra):
     return state.get("extra_state", {}).get("previous_training_time", 0.0) / 60
 
 
-def checkpoints(args, commands):
-    """Each model's checkpoint: given, found, or trained now (in parallel) for --train-minutes."""
+def save_random_init(arguments, path):
+    """A checkpoint of the untrained model of fairseq-train ``arguments``, as fairseq saves it."""
+    from benchmarks.train_worker import build_trainer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer, _, _ = build_trainer(arguments + ["--save-dir", str(path.parent)])
+    trainer.consolidate_optimizer()
+    trainer.save_checkpoint(str(path), {})
+
+
+def checkpoints(args, runner, paths, models, commands):
+    """Each model's checkpoint: given, found in --from-workdir or --workdir, made at random
+    init (--quick), or trained now (all at once) for --train-minutes. ({model: path},
+    the models at random init)."""
     given = dict(item.split("=", 1) for item in args.checkpoint)
     unknown = set(given) - set(MODELS)
     if unknown:
         raise SystemExit(f"--checkpoint {sorted(unknown)}: models are {', '.join(MODELS)}")
-    found, jobs = {}, {}
-    for model in MODELS:
+    found, jobs, random_init = {}, {}, []
+
+    def locate(model):
+        """The given checkpoint, else the first found, else where it is to be made."""
         if model in given:
-            found[model] = Path(given[model])
-            if not found[model].is_file():
-                raise SystemExit(f"--checkpoint {model}={found[model]}: no such file")
+            if not Path(given[model]).is_file():
+                raise SystemExit(f"--checkpoint {model}={given[model]}: no such file")
+            return Path(given[model])
+        candidates = [root / model / "checkpoints" / "checkpoint_last.pt"
+                      for root in (args.from_workdir, args.workdir)]
+        return next((path for path in candidates if path.is_file()), candidates[1])
+
+    if "prefix" in models and args.prefix_from_plugin and "plugin" not in models:
+        models = [*models, "plugin"]  # the prefix model starts from it
+    for model in models:
+        found[model] = locate(model)
+        if found[model].is_file():
             continue
-        for root in (args.from_workdir, args.workdir):
-            path = root / model / "checkpoints" / "checkpoint_last.pt"
-            if path.is_file():
-                found[model] = path
-                break
-        else:
-            save_dir = args.workdir / model / "checkpoints"
-            extra = ["--no-epoch-checkpoints", "--validate-interval", "1000",
-                     "--save-interval", "1000", "--log-interval", "10"]
-            if args.train_max_update:
-                extra += ["--max-update", str(args.train_max_update)]
-            if model == "prefix" and args.prefix_from_plugin:
-                if "plugin" in jobs:
-                    raise SystemExit("--prefix-from-plugin needs a trained plugin checkpoint first")
-                extra += ["--finetune-from-model", str(found["plugin"])]
-            minutes = args.train_minutes + previous_training_minutes(extra)
-            cmd = train_command(args, model, save_dir, minutes, extra)
-            jobs[model] = (cmd, args.workdir / model / "train.log")
-            found[model] = save_dir / "checkpoint_last.pt"
-    for model, (cmd, log_path) in jobs.items():
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        commands[f"train_{model}"] = common.command_string(cmd, args.threads)
-    if jobs:
-        run_args = argparse.Namespace(parallel=True, threads_per_model=args.threads)
-        common.run_trainings(run_args, jobs, args.train_minutes, "training")
-    return found
+        if args.quick:
+            random_init.append(model)
+            save_random_init(train_args(paths, model, CHECKPOINT_TRAINING), found[model])
+            continue
+        extra = ["--save-dir", str(found[model].parent), "--no-epoch-checkpoints",
+                 "--validate-interval", "1000", "--save-interval", "1000", "--log-interval", "10"]
+        if args.train_max_update:
+            extra += ["--max-update", str(args.train_max_update)]
+        if model == "prefix" and args.prefix_from_plugin:
+            extra += ["--finetune-from-model", str(locate("plugin"))]
+        jobs[model] = extra
+    # the others at once, then a prefix model that starts from the plugin's checkpoint
+    later = {"prefix"} if "prefix" in jobs and args.prefix_from_plugin else set()
+    for batch in ([m for m in jobs if m not in later], sorted(later)):
+        runs = runner.run_together({f"train_{model}": [
+            common.fairseq_cli("fairseq-train"), *train_args(
+                paths, model, CHECKPOINT_TRAINING, jobs[model],
+                args.train_minutes + previous_training_minutes(jobs[model]), args.warmup_updates)]
+            for model in batch})
+        commands.update({name: run["command"] for name, run in runs.items()})
+    return found, random_init
 
 
-def training_speed(args, model, commands, fp32=False):
-    """Target tokens/s of fairseq-train: the mean wps of its updates after the first quarter
-    (with ``fp32``, of the plugin's run without --bf16-autocast)."""
-    name = f"{model}_fp32" if fp32 else model
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = train_command(args, model, tmp, 60.0, [
-            "--max-update", str(args.train_speed_updates), "--no-save",
-            "--disable-validation", "--log-interval", "1",
+# ------------------------------------------------------------------ training
+def run_worker(args, runner, paths, row):
+    """One training row in its own process (benchmarks.train_worker): its JSON line, its
+    peak resident memory and its command."""
+    cmd = [sys.executable, "-m", "benchmarks.train_worker", "--updates", str(args.train_updates),
+           "--warmup", str(args.train_warmup)]
+    if row.profile:
+        cmd += ["--profile", str(args.profile_updates)]
+    for variant in row.variants:
+        cmd += ["--variant", variant]
+    cmd += ["--", *train_args(paths, row.model, THROUGHPUT_TRAINING,
+                              [*row.args, "--no-save", "--save-dir", str(args.workdir / "unused")])]
+    name = f"train-{row.model}-{slug(row.name)}"
+    run = runner.run(name, cmd, env=row.env)
+    result = json.loads([line for line in runner.output(name).splitlines() if line.startswith("{")][-1])
+    return {**result, "peak_rss_mib": run["peak_rss_mib"], "command": run["command"]}
+
+
+def slug(text):
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def train_table(rows, results, peaks):
+    cmlm = results.get(("cmlm", "fp32"))
+    cells = []
+    for row in rows:
+        r = results[(row.model, row.name)]
+        rate = r["target_tokens_per_second"]
+        versus = speedup = ""
+        if row.baseline:
+            versus = row.baseline
+            speedup = f"{rate / results[(row.model, row.baseline)]['target_tokens_per_second']:.2f}×"
+        peak = peaks["bf16" if row.bf16 else "fp32"]
+        cells.append([
+            row.model, row.name, f"{rate:,.0f}", f"{rate / cmlm['target_tokens_per_second']:.2f}×",
+            versus, speedup, f"{r['flops_per_target_token'] / 1e6:.1f}", f"{r['gflops_per_second']:.1f}",
+            f"{100 * r['gflops_per_second'] / peak:.0f}% {'bf16' if row.bf16 else 'fp32'}",
+            f"{r['target_tokens_per_update']:,.0f}", f"{r['peak_rss_mib']:,.0f}",
         ])
+    return common.table(["model", "training", "target tokens/s", "× CMLM fp32", "vs", "speed-up",
+                         "MFLOP / target token", "GFLOP/s", "% of peak", "target tokens / update",
+                         "peak memory (MiB)"], cells, align="llrrlrrrrrr")
+
+
+def profile_table(rows, results):
+    """Where an update's time goes, per profiled row: regions, then forward + backward by op
+    (every op outside the data, optimizer and clip-grads regions)."""
+    tables = []
+    for row in (r for r in rows if r.profile):
+        p = results[(row.model, row.name)]["profile"]
+        wall, updates = p["wall_seconds"], p["updates"]
+
+        def cells(seconds_by_name):
+            return [[name, f"{1000 * seconds / updates:,.1f}", f"{100 * seconds / wall:.1f}%"]
+                    for name, seconds in sorted(seconds_by_name.items(), key=lambda kv: -kv[1])]
+
+        tables.append("\n\n".join([
+            f"**{row.model}, {row.name}** ({updates} updates, {1000 * wall / updates:,.0f} ms "
+            "each under the profiler)",
+            common.table(["part of the update", "ms / update", "share"], cells(p["regions"]), align="lrr"),
+            common.table(["forward + backward, by op", "ms / update", "share of the update"],
+                         cells(p["forward_backward"]), align="lrr"),
+        ]))
+    return "\n\n".join(tables)
+
+
+def training_speed(args, runner, paths, model, fp32=False):
+    """--mode levers: target tokens/s of fairseq-train, the mean wps of its updates after the
+    first quarter (with ``fp32``, of the plugin's run without --bf16-autocast)."""
+    name = f"train_speed_{model}_fp32" if fp32 else f"train_speed_{model}"
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [common.fairseq_cli("fairseq-train"), *train_args(
+            paths, model, CHECKPOINT_TRAINING, ["--save-dir", tmp, "--max-update",
+                                                str(args.train_speed_updates), "--no-save",
+                                                "--disable-validation", "--log-interval", "1"],
+            warmup=args.warmup_updates)]
         if fp32:
             cmd.remove("--bf16-autocast")
-        log_path = args.workdir / f"train_speed_{name}.log"
-        common.run_logged(cmd, log_path, args.threads, f"fairseq-train ({name}, speed)")
-    commands[f"train_speed_{name}"] = common.command_string(cmd, args.threads)
-    rates = [float(r) for line in log_path.read_text().splitlines()
+        run = runner.run(name, cmd)
+    rates = [float(r) for line in runner.output(name).splitlines()
              if "train_inner" in line for r in WPS_RE.findall(line)]
     if not rates:
-        raise SystemExit(f"{log_path}: no wps logged; raise --train-speed-updates")
+        raise SystemExit(f"{name}: no wps logged; raise --train-speed-updates")
     rates = rates[len(rates) // 4:]
-    return sum(rates) / len(rates)
+    return sum(rates) / len(rates), run["command"]
 
 
-# ---------------------------------------------------------------- decoding
-def mmlu_batches(args, model_name, task):
+# ------------------------------------------------------------------ decoding
+def mmlu_batches(args, paths, model_name, task):
     """MMLU prompts cut from the left to fit the model, one-token-ish answers as targets."""
     import sentencepiece as spm
     import torch
@@ -285,11 +500,8 @@ def mmlu_batches(args, model_name, task):
     examples = [json.loads(line) for path in files for line in path.read_text().splitlines() if line]
     step = max(1, len(examples) // args.mmlu_examples)
     examples = examples[::step][: args.mmlu_examples]
-    sp = spm.SentencePieceProcessor(
-        model_file=str(data_dir(args, "plugin") / "sentencepiece.bpe.model")
-    )
+    sp = spm.SentencePieceProcessor(model_file=str(paths["plugin-bin"] / "sentencepiece.bpe.model"))
     dictionary = task.source_dictionary
-    diffusion = model_name in ("plugin", "prefix")
     room = 255  # every model here holds 256 positions
     samples = []
     for example in examples:
@@ -299,7 +511,7 @@ def mmlu_batches(args, model_name, task):
 
         answer = encode(example["targets"])
         prompt = encode(example["inputs"])[-(room - len(answer) - 2):]
-        if diffusion:
+        if model_name in DIFFUSION:
             source = torch.cat([torch.tensor([dictionary.bos()]), prompt])
         else:
             source = torch.cat([prompt, torch.tensor([dictionary.eos()])])
@@ -325,44 +537,78 @@ def mmlu_batches(args, model_name, task):
     return latency, throughput, throughput[:1], max(len(t) for _, t in samples) - 1
 
 
-# ------------------------------------------------------------------ report
-def report_table(rows, results, training, peaks, parameters, batch_size):
-    header = (
-        "| model | decoding | BLEU | ms/sentence (bs 1) | sentences/s (bs {bs}) | GFLOP/s "
-        "| % fp32 peak | % bf16 peak | vs | speed-up bs 1 | speed-up bs {bs} | ΔBLEU "
-        "| params | train tokens/s |"
-    ).format(bs=batch_size)
-    lines = [header, "|---|---|" + "---:|" * 6 + "---|" + "---:|" * 5]
+def decode_all(args, paths, rows, found, random_init, raw):
+    """Every decoding row measured; ({(model, row name): numbers}, {model: parameters})."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    references = (raw / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+    results, parameters = {}, {}
+    for model in dict.fromkeys(row.model for row in rows):
+        network, task = load_model(data_dir(paths, model), found[model])
+        parameters[model] = sum(p.numel() for p in network.parameters())
+        batches = test_batches(args, task)
+        if any(r.mmlu and r.model == model for r in rows):
+            mmlu = mmlu_batches(args, paths, model, task)
+        for row in (r for r in rows if r.model == model):
+            common.log(f"decoding: {model}, {row.name}")
+            options = dict(row.options)
+            if model in random_init:  # no trained length head or end of sentence
+                if model == "transformer":
+                    options.update(max_len_a=1.0, max_len_b=0)
+                else:
+                    options["oracle_length"] = True
+            if row.mmlu and model == "transformer":
+                options["max_len_b"] = mmlu[3]
+            generator = build_generator(model, network, task, options, args.max_len_b)
+            if row.mmlu:
+                results[(model, row.name)] = measure(row, network, generator, mmlu[:3], None, None)
+            else:
+                results[(model, row.name)] = measure(row, network, generator, batches, references,
+                                                     task.target_dictionary)
+    return results, parameters
+
+
+def decode_table(rows, results, parameters, training, peaks, batch_size):
+    beam5 = results.get(("transformer", "beam 5"))
+    cells = []
     for row in rows:
         r = results[(row.model, row.name)]
-        bleu = f"{r['bleu']:.2f}" if "bleu" in r else "–"
-        versus, speedup1, speedup64, delta = "", "", "", ""
+        versus = s1 = s64 = delta = ""
         if row.baseline is not None:
             b = results[(row.model, row.baseline)]
             versus = row.baseline
-            speedup1 = f"{b['latency_ms'] / r['latency_ms']:.2f}×"
-            speedup64 = f"{r['sentences_per_second'] / b['sentences_per_second']:.2f}×"
+            s1 = f"{b['latency_ms'] / r['latency_ms']:.2f}×"
+            s64 = f"{r['sentences_per_second'] / b['sentences_per_second']:.2f}×"
             delta = f"{r['bleu'] - b['bleu']:+.2f}" if "bleu" in r else "–"
         gflops = r["gflops_per_second"]
-        lines.append(
-            f"| {row.model} | {row.name} | {bleu} | {r['latency_ms']:.1f} "
-            f"| {r['sentences_per_second']:.1f} | {gflops:.2f} | {100 * gflops / peaks['fp32']:.1f} "
-            f"| {100 * gflops / peaks['bf16']:.1f} | {versus} | {speedup1} | {speedup64} | {delta} "
-            f"| {parameters[row.model] / 1e6:.2f}M | {training[row.model]:,.0f} |"
-        )
-    return "\n".join(lines)
+        cells.append([
+            row.model, row.name, f"{r['bleu']:.2f}" if "bleu" in r else "–", f"{r['latency_ms']:.1f}",
+            f"{r['latency_ms'] / beam5['latency_ms']:.2f}×" if beam5 and not row.mmlu else "–",
+            f"{r['sentences_per_second']:.1f}",
+            f"{r['sentences_per_second'] / beam5['sentences_per_second']:.2f}×" if beam5 and not row.mmlu else "–",
+            f"{gflops:.2f}", f"{100 * gflops / peaks['fp32']:.1f}", f"{100 * gflops / peaks['bf16']:.1f}",
+            versus, s1, s64, delta, f"{r['peak_rss_mib']:,.0f}", f"{parameters[row.model] / 1e6:.2f}M",
+            f"{training[row.model]:,.0f}" if row.model in training else "–",
+        ])
+    return common.table(
+        ["model", "decoding", "BLEU", "ms/sentence (bs 1)", "× beam-5 latency",
+         f"sentences/s (bs {batch_size})", "× beam 5", "GFLOP/s", "% fp32 peak", "% bf16 peak", "vs",
+         "speed-up bs 1", f"speed-up bs {batch_size}", "ΔBLEU", "peak memory (MiB)", "params",
+         "train tokens/s"], cells, align="llrrrrrrrrlrrrrrr")
 
 
 def verdict(rows, results):
-    """The issue's criterion: the fastest plugin setting within 1 BLEU of its best vs AR beam 5."""
-    plugin = [r for r in rows if r.model in ("plugin", "prefix") and not r.mmlu]
+    """The fastest plugin setting within 1 BLEU of its best, against autoregressive beam 5."""
+    plugin = [r for r in rows if r.model in DIFFUSION and not r.mmlu]
+    if not plugin or ("transformer", "beam 5") not in results:
+        return ""
     best = max(plugin, key=lambda r: results[(r.model, r.name)]["bleu"])
     best_bleu = results[(best.model, best.name)]["bleu"]
     close = [r for r in plugin if results[(r.model, r.name)]["bleu"] >= best_bleu - 1.0]
     fastest = min(close, key=lambda r: results[(r.model, r.name)]["latency_ms"])
     chosen = results[(fastest.model, fastest.name)]
-    beam5 = results[("transformer", "beam 5")]
-    greedy = results[("transformer", "greedy")]
+    beam5, greedy = results[("transformer", "beam 5")], results[("transformer", "greedy")]
     return (
         f"Plugin's best BLEU: {best_bleu:.2f} ({best.model}, {best.name}). Fastest plugin setting "
         f"within 1 BLEU of it at batch size 1: {fastest.model}, {fastest.name}: "
@@ -374,103 +620,92 @@ def verdict(rows, results):
     )
 
 
-def bf16_training_line(training):
-    """The plugin's training speed with --bf16-autocast against fp32, when it was measured."""
-    if "plugin" not in training:
-        return ""
-    return (f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} target "
-            f"tokens/s with --bf16-autocast and {training['plugin_fp32']:,.0f} in fp32 "
-            f"({training['plugin'] / training['plugin_fp32']:.2f}x).\n\n")
-
-
 def main(args):
     import logging
+    import warnings
 
     import torch
-
-    logging.disable(logging.WARNING)
-    if args.smoke:
-        smoke_settings(args)
-    start = time.time()
-    args.from_workdir, args.workdir = args.from_workdir.resolve(), args.workdir.resolve()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    raw = common.find_data(args.data)
-    args.mmlu = find_shared(args.mmlu, "instruct", "mmlu", "2-shot", "val")
-    for model in MODELS:
-        if not (data_dir(args, model) / "dict.de.txt").is_file():
-            raise SystemExit(
-                f"{data_dir(args, model)} has no binarized data; run benchmarks/bench_vs_cmlm.py "
-                "first (or pass its work directory as --from-workdir)"
-            )
-    commands = {}
-    paths = checkpoints(args, commands)
-    torch.set_num_threads(args.threads)
-    common.log("measuring the matmul peaks")
-    peaks = matmul_peaks(args.threads)
-    references = (raw / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     from fairseq import utils
 
     from diffusion_plugin.tools.files import write_atomically
 
-    utils.import_user_module(argparse.Namespace(user_dir=str(common.USER_DIR)))
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    settle(args)
+    start = time.time()
+    skip = {part for part in args.skip.split(",") if part}
+    if skip - {"train", "decode"}:
+        raise SystemExit(f"--skip {args.skip}: the sections are train and decode")
     measured = args.models.split(",")
-    unknown = set(measured) - set(MODELS)
-    if unknown:
-        raise SystemExit(f"--models {sorted(unknown)}: models are {', '.join(MODELS)}")
-    rows = [r for r in translation_rows(args.length_beam) + MMLU_ROWS if r.model in measured]
-    results, parameters, training = {}, {}, {}
-    for model in measured:
-        network, task = load_model(data_dir(args, model), paths[model])
-        parameters[model] = sum(p.numel() for p in network.parameters())
-        batches = test_batches(args, task)
-        if any(r.mmlu and r.model == model for r in rows):
-            mmlu = mmlu_batches(args, model, task)
-        for row in (r for r in rows if r.model == model):
-            common.log(f"decoding: {model}, {row.name}")
-            if row.mmlu:
-                if model == "transformer":
-                    row.options["max_len_b"] = mmlu[3]
-                generator = build_generator(model, network, task, row.options, args.max_len_b)
-                results[(model, row.name)] = measure(row, network, generator, mmlu[:3], None, None)
-            else:
-                generator = build_generator(model, network, task, row.options, args.max_len_b)
-                results[(model, row.name)] = measure(
-                    row, network, generator, batches, references, task.target_dictionary
-                )
-        common.log(f"training speed: {model}")
-        training[model] = training_speed(args, model, commands)
-        if model == "plugin":
-            training["plugin_fp32"] = training_speed(args, model, commands, fp32=True)
-
-    table = report_table(rows, results, training, peaks, parameters, args.batch_size)
-    command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
-    report = (
-        f"{table}\n\n{verdict(rows, results)}\n\n"
-        f"{bf16_training_line(training)}"
-        f"Machine: {machine(args.threads)}. Matmul peak (2048², torch.matmul): "
-        f"{peaks['fp32']:.1f} GFLOP/s fp32, {peaks['bf16']:.1f} GFLOP/s bf16.\n"
-        f"test_2016_flickr: {args.test_lines or len(references)} sentences at batch size "
-        f"{args.batch_size}, latency over the first {args.latency_sentences} one at a time; "
-        f"MMLU 2-shot: {args.mmlu_examples} examples, prompts cut to the models' 256 positions. "
-        f"Command: `{command}`{' (smoke: numbers mean nothing)' if args.smoke else ''}.\n"
+    if set(measured) - set(MODELS):
+        raise SystemExit(f"--models {sorted(set(measured) - set(MODELS))}: models are {', '.join(MODELS)}")
+    raw = common.find_data(args.data)
+    runner = common.Runner(args.workdir, args.threads)
+    if args.mode == "levers":
+        args.mmlu = common.find_shared(args.mmlu, ["instruct", "mmlu", "2-shot", "val"], flag="--mmlu")
+    commands = {}
+    paths = prepare(args, runner, raw)
+    torch.set_num_threads(args.threads)
+    common.log("measuring the matmul peaks")
+    peaks = matmul_peaks(args.threads)
+    utils.import_user_module(argparse.Namespace(user_dir=str(common.USER_DIR)))
+    sections, record = [], {"matmul_peak_gflops": peaks}
+    if args.mode == "throughput" and "train" not in skip:
+        rows, results = training_rows(TCMALLOC if Path(TCMALLOC).exists() else None), {}
+        if args.smoke:  # the profiled rows, every variant and the rows they are measured against
+            chosen = {(r.model, r.name) for r in rows if r.profile or r.variants}
+            chosen |= {(r.model, r.baseline) for r in rows if (r.model, r.name) in chosen}
+            rows = [r for r in rows if (r.model, r.name) in chosen]
+        for row in rows:
+            results[(row.model, row.name)] = run_worker(args, runner, paths, row)
+        sections += [train_table(rows, results, peaks), profile_table(rows, results)]
+        record["training"] = [{"model": r.model, "training": r.name, "baseline": r.baseline,
+                               **results[(r.model, r.name)]} for r in rows]
+    if "decode" not in skip:
+        rows = lever_rows(args.length_beam) if args.mode == "levers" else throughput_rows()
+        rows = [row for row in rows if row.model in measured]
+        models = list(dict.fromkeys(row.model for row in rows))
+        found, random_init = checkpoints(args, runner, paths, models, commands)
+        results, parameters = decode_all(args, paths, rows, found, random_init, raw)
+        training = {}
+        if args.mode == "levers":
+            for model in models:
+                training[model], commands[f"train_speed_{model}"] = training_speed(args, runner, paths, model)
+            if "plugin" in models:
+                training["plugin_fp32"], commands["train_speed_plugin_fp32"] = training_speed(
+                    args, runner, paths, "plugin", fp32=True)
+        sections.append(decode_table(rows, results, parameters, training, peaks, args.batch_size))
+        sections.append(verdict(rows, results) if args.mode == "levers" else "")
+        if "plugin_fp32" in training:
+            sections.append(f"CPU bf16 training: the plugin's fairseq-train makes {training['plugin']:,.0f} "
+                            f"target tokens/s with --bf16-autocast and {training['plugin_fp32']:,.0f} in "
+                            f"fp32 ({training['plugin'] / training['plugin_fp32']:.2f}x).")
+        if random_init:
+            sections.append(f"Random-init checkpoints ({', '.join(random_init)}): BLEU means nothing; "
+                            "diffusion rows decode at the reference length, autoregressive ones "
+                            "stop at the source length.")
+        record.update(decoding=[{"model": r.model, "decoding": r.name, "options": r.options,
+                                 "baseline": r.baseline, "bf16": r.bf16, **results[(r.model, r.name)]}
+                                for r in rows],
+                      checkpoints={m: str(p) for m, p in found.items()}, parameters=parameters,
+                      training_target_tokens_per_second=training)
+    command = "python -m benchmarks.bench_speed " + " ".join(sys.argv[1:])
+    mmlu = f"; MMLU 2-shot: {args.mmlu_examples} examples, prompts cut to the models' 256 positions" \
+        if args.mode == "levers" else ""
+    sections.append(
+        f"Machine: {machine(args.threads)}. Matmul peak (2048², torch.matmul): {peaks['fp32']:.1f} "
+        f"GFLOP/s fp32, {peaks['bf16']:.1f} GFLOP/s bf16. test_2016_flickr: "
+        f"{args.test_lines or 1000} sentences at batch size {args.batch_size}, latency over the "
+        f"first {args.latency_sentences} one at a time{mmlu}. Command: `{command}`"
+        f"{' (smoke: numbers mean nothing)' if args.smoke else ''}."
     )
+    report = "\n\n".join(section for section in sections if section) + "\n"
     print("\n" + report, flush=True)
     write_atomically(args.workdir / "results.md", report)
-    write_atomically(args.workdir / "results.json", json.dumps({
-        "rows": [
-            {"model": r.model, "decoding": r.name, "options": r.options, "baseline": r.baseline,
-             "bf16": r.bf16, **results[(r.model, r.name)]} for r in rows
-        ],
-        "training_target_tokens_per_second": training,
-        "parameters": parameters,
-        "matmul_peak_gflops": peaks,
-        "checkpoints": {m: str(p) for m, p in paths.items()},
-        "commands": commands,
-        "command": command,
-        "machine": machine(args.threads),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "seconds": time.time() - start,
-    }, indent=2) + "\n")
+    record.update(commands=commands, command=command, machine=machine(args.threads),
+                  seconds=time.time() - start,
+                  options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    write_atomically(args.workdir / "results.json", json.dumps(record, indent=2) + "\n")
     common.log(f"done in {(time.time() - start) / 60:.1f} min; results in {args.workdir}/results.{{md,json}}")
 
 

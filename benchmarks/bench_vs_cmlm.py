@@ -26,26 +26,14 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from common import (
-    MODEL_ARGS,
-    RAW_SPLITS,
-    REPO,
-    SRC,
-    TGT,
-    USER_DIR,
-    command_string,
-    fairseq_cli,
-    find_data,
-    log,
-    optimization_args,
-    prepare_multi30k,
-    run_logged,
-    run_trainings,
-)
+from benchmarks.common import (MODEL_ARGS, RAW_SPLITS, REPO, SRC, TGT, USER_DIR, Runner, fairseq_cli,
+                               find_data, log, optimization_args, parse_generate, prepare_translation,
+                               slice_corpus, table)
 
 MODELS = {
     "plugin": "diffusion_xlmr_tiny (plugin)",
@@ -59,7 +47,6 @@ DEFAULTS = {
     "plugin_fp32": {"lr": 1e-3, "max_tokens": 1536, "train_args": "--time-sampling single"},
     "cmlm": {"lr": 5e-4, "max_tokens": 4096, "train_args": ""},
 }
-TRANSLATED_RE = re.compile(r"Translated [\d,]+ sentences .*?\(([\d.]+) sentences/s")
 INNER_RE = re.compile(r"num_updates=(\d+),.* wall=(\d+)")
 EPOCH_WPS_RE = re.compile(r"\| train \|.* wps[= ]([\d.]+)")
 
@@ -179,18 +166,23 @@ def train_command(args, model, paths, warmup, calibration=False):
     return cmd
 
 
-def updates_per_second(log_path):
+def updates_per_second(runner, name):
     """Update rate between the first and the last update logged by a calibration run."""
-    points = [(int(u), int(w)) for u, w in INNER_RE.findall(Path(log_path).read_text())]
+    points = [(int(u), int(w)) for u, w in INNER_RE.findall(runner.output(name))]
     if not points:
-        raise SystemExit(
-            f"{log_path}: no update in the calibration run; raise --calibration-minutes"
-        )
+        raise SystemExit(f"{name}: no update in the calibration run; raise --calibration-minutes")
     (u0, w0), (u1, w1) = points[0], points[-1]
     return (u1 - u0) / (w1 - w0) if w1 > w0 else u1 / max(w1, 1)
 
 
-def calibrate(args, paths, calibration):
+def run_all(args, runner, jobs):
+    """{name: cmd} at the same time (--parallel) or in turn; {name: provenance}."""
+    if args.parallel:
+        return runner.run_together(jobs)
+    return {name: runner.run(name, cmd) for name, cmd in jobs.items()}
+
+
+def calibrate(args, runner, paths, calibration):
     """Warm-up updates of each model: given, or a fraction of its expected updates."""
     warmup = {model: getattr(args, f"{model}_warmup_updates") for model in args.models}
     todo = [model for model in args.models if warmup[model] is None]
@@ -199,40 +191,39 @@ def calibrate(args, paths, calibration):
     jobs = {}
     for model in todo:
         shutil.rmtree(paths[model] / "calibration", ignore_errors=True)
-        cmd = train_command(args, model, paths, warmup=1, calibration=True)
-        jobs[model] = (cmd, paths[model] / "calibration.log")
-    run_trainings(args, jobs, args.calibration_minutes, "calibrating")
+        jobs[f"calibrate_{model}"] = train_command(args, model, paths, warmup=1, calibration=True)
+    runs = run_all(args, runner, jobs)
     for model in todo:
-        rate = updates_per_second(jobs[model][1])
+        rate = updates_per_second(runner, f"calibrate_{model}")
         expected = rate * args.budget_minutes * 60
         warmup[model] = max(1, round(args.warmup_fraction * expected))
         calibration[model] = {"updates_per_second": rate, "expected_updates": expected,
-                              "command": command_string(jobs[model][0], args.threads_per_model)}
+                              "command": runs[f"calibrate_{model}"]["command"]}
         log(f"{model}: {rate:.3f} updates/s, ~{expected:.0f} updates expected, "
             f"warm-up {warmup[model]} updates")
         shutil.rmtree(paths[model] / "calibration", ignore_errors=True)
     return warmup
 
 
-def train(args, paths, commands, calibration):
-    warmup = calibrate(args, paths, calibration)
+def train(args, runner, paths, commands, calibration):
+    warmup = calibrate(args, runner, paths, calibration)
     jobs = {}
     for model in args.models:
         shutil.rmtree(paths[model] / "checkpoints", ignore_errors=True)
-        cmd = train_command(args, model, paths, warmup[model])
-        commands[f"train_{model}"] = command_string(cmd, args.threads_per_model)
-        jobs[model] = (cmd, paths[model] / "train.log")
-    return run_trainings(args, jobs, args.budget_minutes, "training")
+        jobs[f"train_{model}"] = train_command(args, model, paths, warmup[model])
+    runs = run_all(args, runner, jobs)
+    commands.update({name: run["command"] for name, run in runs.items()})
+    return runs
 
 
 # --------------------------------------------------------------- decoding
-def training_tokens_per_second(log_path):
+def training_tokens_per_second(runner, model):
     """Mean over the epochs of fairseq's end-of-epoch wps (target tokens per second)."""
-    rates = [float(rate) for rate in EPOCH_WPS_RE.findall(Path(log_path).read_text())]
+    rates = [float(rate) for rate in EPOCH_WPS_RE.findall(runner.output(f"train_{model}"))]
     return sum(rates) / len(rates) if rates else None
 
 
-def decode(args, model, paths, commands, precision=None):
+def decode(args, runner, model, paths, commands, precision=None):
     """fairseq-generate on the test set: (detokenized hypotheses by id, sentences/s).
 
     A plugin model is decoded with --bf16-autocast set to ``precision == "bf16"``.
@@ -263,23 +254,25 @@ def decode(args, model, paths, commands, precision=None):
     if precision is not None:
         cmd += ["--model-overrides", str({"bf16_autocast": precision == "bf16"})]
         run_name = f"{model}_{precision}"
-    commands[f"generate_{run_name}"] = command_string(cmd, args.threads_per_model)
-    output = paths[model] / f"generate-test{'' if precision is None else '.' + precision}.txt"
-    log(f"decoding test with {model} on {args.threads_per_model} thread(s), output {output}")
-    run_logged(cmd, output, args.threads_per_model, f"fairseq-generate ({model})")
+    commands[f"generate_{run_name}"] = runner.run(f"generate_{run_name}", cmd)["command"]
+    decoded = parse_generate(runner.output(f"generate_{run_name}"))
+    ordered = [decoded["hypotheses"][i] for i in sorted(decoded["hypotheses"], key=int)]
+    output = paths[model] / f"generate-test{'' if precision is None else '.' + precision}.detok.en"
+    output.write_text("".join(h + "\n" for h in ordered), encoding="utf-8")
+    return ordered, decoded["sentences_per_second"]
 
-    hypotheses, speed = {}, None
-    for line in output.read_text(encoding="utf-8").splitlines():
-        if line.startswith("D-"):
-            fields = line.split("\t", 2)
-            hypotheses[int(fields[0][2:])] = fields[2] if len(fields) > 2 else ""
-        match = TRANSLATED_RE.search(line)
-        if match:
-            speed = float(match.group(1))
-    ordered = [hypotheses[i] for i in sorted(hypotheses)]
-    with open(output.with_suffix(".detok.en"), "w", encoding="utf-8") as f:
-        f.writelines(h + "\n" for h in ordered)
-    return ordered, speed
+
+def prepare(args, runner, raw, paths, commands):
+    """The data of both model families (common.prepare_translation), from the first
+    --train-lines train pairs and --test-lines test pairs."""
+    for key in ("plugin_bin", "cmlm_spm", "cmlm_bin"):
+        shutil.rmtree(paths[key], ignore_errors=True)
+    with tempfile.TemporaryDirectory() as sliced:
+        slice_corpus(raw, Path(sliced), {"train": args.train_lines, "val": None,
+                                         "test_2016_flickr": args.test_lines})
+        runs = prepare_translation(runner, Path(sliced), paths["plugin_bin"], paths["cmlm_spm"],
+                                   paths["cmlm_bin"], args.template, args.vocab_size, args.prep_workers)
+    commands.update({name: run["command"] for name, run in runs.items()})
 
 
 def checkpoint_stats(model, paths):
@@ -305,23 +298,14 @@ def checkpoint_stats(model, paths):
 
 
 def results_table(results):
-    rows = [
-        "| model | decoded in | parameters | updates | train tokens/s | valid loss | BLEU "
-        "| sentences/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-
     def number(value, digits):
         return "n/a" if value is None else f"{value:,.{digits}f}"
 
-    for r in results.values():
-        rows.append(
-            f"| {MODELS[r['model']]} | {r['decoded_in']} | {r['parameters'] / 1e6:.2f}M "
-            f"| {r['updates']:,} | {number(r['train_tokens_per_second'], 0)} "
-            f"| {number(r['valid_loss'], 3)} | {r['bleu']:.2f} "
-            f"| {number(r['sentences_per_second'], 2)} |"
-        )
-    return "\n".join(rows)
+    rows = [[MODELS[r["model"]], r["decoded_in"], f"{r['parameters'] / 1e6:.2f}M", f"{r['updates']:,}",
+             number(r["train_tokens_per_second"], 0), number(r["valid_loss"], 3), f"{r['bleu']:.2f}",
+             number(r["sentences_per_second"], 2)] for r in results.values()]
+    return table(["model", "decoded in", "parameters", "updates", "train tokens/s", "valid loss",
+                  "BLEU", "sentences/s"], rows, align="llrrrrrr")
 
 
 def main(args):
@@ -340,6 +324,7 @@ def main(args):
     }
     for model in args.models:
         paths[model].mkdir(parents=True, exist_ok=True)
+    runner = Runner(workdir, args.threads_per_model)
     record_path = workdir / "training.json"
     if args.skip_train:
         if not record_path.exists():
@@ -347,8 +332,8 @@ def main(args):
         record = json.loads(record_path.read_text())
     else:
         raw, commands, calibration = find_data(args.data), {}, {}
-        prepare_multi30k(args, raw, paths, commands)
-        usage = train(args, paths, commands, calibration)
+        prepare(args, runner, raw, paths, commands)
+        usage = train(args, runner, paths, commands, calibration)
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         record = {"options": options, "data": str(raw), "commands": commands,
                   "calibration": calibration, "training_time": usage}
@@ -362,10 +347,10 @@ def main(args):
     # a record written before --models existed trained the plugin and CMLM
     for model in trained.get("models", ["plugin", "cmlm"]):
         stats = checkpoint_stats(model, paths)
-        stats["train_tokens_per_second"] = training_tokens_per_second(paths[model] / "train.log")
+        stats["train_tokens_per_second"] = training_tokens_per_second(runner, model)
         precisions = args.decode_precisions if model in PLUGIN_MODELS else [None]
         for precision in precisions:
-            hypotheses, speed = decode(args, model, paths, commands, precision)
+            hypotheses, speed = decode(args, runner, model, paths, commands, precision)
             if len(hypotheses) != len(references):
                 raise SystemExit(
                     f"{model}: {len(hypotheses)} hypotheses for {len(references)} references"

@@ -1,75 +1,60 @@
-"""What the benchmarks share: the repository, Multi30k, running fairseq commands on a
-fixed number of threads, and the training settings of the plugin and CMLM.
+"""What the benchmarks share: the repository, Multi30k and its preparation, the runner
+of fairseq commands (a work directory with its state file, locks and each run's
+provenance), fairseq-generate's output, markdown tables, and the training settings of
+the plugin and CMLM.
 
-Each benchmark runs as ``python benchmarks/NAME.py``, which puts this directory on
-the module path, so they ``import common``.
+Each benchmark runs from the repository root as ``python -m benchmarks.NAME``.
 """
 
+import fcntl
+import itertools
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = REPO / "diffusion_plugin"
 SRC, TGT = "de", "en"
 RAW_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
-NUM_UPDATES_RE = re.compile(r"num_updates[= ](\d+)")
 
 
 def log(message):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    print(f"[{Path(sys.argv[0]).stem} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def find_shared(path, parts, needed=(), flag="--data"):
+    """``path`` (given by ``flag``), else the first shared/data/PARTS above the repository,
+    holding the files ``needed``."""
+    candidates = [path.resolve()] if path is not None else [
+        parent.joinpath("shared", "data", *parts) for parent in REPO.parents
+    ]
+    for candidate in candidates:
+        if candidate.is_dir() and all((candidate / name).is_file() for name in needed):
+            return candidate
+    holding = f" holding {', '.join(needed)}" if needed else ""
+    raise SystemExit(f"{'/'.join(parts)} not found (looked in {', '.join(map(str, candidates))}); "
+                     f"pass {flag} DIR{holding}")
 
 
 def find_data(path, extra=()):
     """The Multi30k directory (with the files ``extra`` too): --data, else
     shared/data/multi30k above the repository."""
-    candidates = [path.resolve()] if path is not None else [
-        parent / "shared" / "data" / "multi30k" for parent in REPO.parents
-    ]
     needed = [f"{name}.{lang}" for name in RAW_SPLITS.values() for lang in (SRC, TGT)]
-    needed += list(extra)
-    for candidate in candidates:
-        if all((candidate / name).is_file() for name in needed):
-            return candidate
-    raise SystemExit(
-        f"Multi30k not found (looked in {', '.join(map(str, candidates))}); "
-        f"pass --data DIR holding {', '.join(needed)}"
-    )
+    return find_shared(path, ["multi30k"], needed + list(extra))
 
 
 def fairseq_cli(name):
     """A console script of the running environment (fairseq-train, ...)."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else shutil.which(name) or name
-
-
-def thread_env(threads):
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                PYTHONUNBUFFERED="1")
-
-
-def command_string(cmd, threads):
-    return f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} " + shlex.join(cmd)
-
-
-def tail(path, lines=40):
-    text = Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else []
-    return "\n".join(text[-lines:])
-
-
-def run_logged(cmd, log_path, threads, what):
-    """Runs cmd to completion with its output in log_path; exits with the tail on failure."""
-    with open(log_path, "w") as out:
-        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=thread_env(threads))
-    if code != 0:
-        log(f"{what} failed (exit {code}); last lines of {log_path}:\n{tail(log_path)}")
-        sys.exit(1)
 
 
 MODEL_ARGS = {
@@ -123,125 +108,252 @@ def optimization_args(lr, max_tokens, warmup, minutes):
     ]
 
 
-def last_num_updates(log_path):
-    found = NUM_UPDATES_RE.findall(tail(log_path, 20))
-    return int(found[-1]) if found else 0
 
 
-def run_trainings(args, jobs, minutes, what):
-    """Runs {model: (cmd, log_path)} together or in turn, reporting progress every minute.
+# ------------------------------------------------------------------ running
+class Runner:
+    """A work directory, its state file (``state.json``: ``settings`` and the result of
+    each done stage under ``stages``), its locks and the runs that fill it.
 
-    Returns each run's wall-clock and CPU (user + system) seconds; on a failure,
-    stops the other run and exits.
+    Several drivers may share one work directory: :meth:`claim` gives a stage to one of
+    them, :meth:`record` merges its result into the state file.
     """
-    batches = [list(jobs)] if args.parallel else [[model] for model in jobs]
-    usage = {}
-    for batch in batches:
-        running = {}
-        try:
-            for model in batch:
-                cmd, log_path = jobs[model]
-                log(f"{what} {model}: {minutes:g} min on {args.threads_per_model} thread(s), "
-                    f"log {log_path}")
-                with open(log_path, "w") as out:
-                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                            env=thread_env(args.threads_per_model))
-                running[model] = (proc, time.time())
-            next_report = time.time() + 60
-            while running:
-                time.sleep(2)
-                for model, (proc, start) in list(running.items()):
-                    pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-                    if pid == 0:
-                        continue
-                    code = proc.returncode = os.waitstatus_to_exitcode(status)
-                    del running[model]
-                    log_path = jobs[model][1]
-                    if code != 0:
-                        log(f"{what} {model} failed (exit {code}); last lines of {log_path}:\n"
-                            f"{tail(log_path)}")
-                        sys.exit(1)
-                    usage[model] = {"wall_seconds": time.time() - start,
-                                    "cpu_seconds": rusage.ru_utime + rusage.ru_stime}
-                    log(f"{what} {model} done in {usage[model]['wall_seconds'] / 60:.1f} min "
-                        f"({usage[model]['cpu_seconds'] / 60:.1f} CPU-min), "
-                        f"{last_num_updates(log_path)} updates")
-                if running and time.time() >= next_report:
-                    next_report += 60
-                    for model, (_, start) in running.items():
-                        log(f"{what} {model}: {(time.time() - start) / 60:.1f}/{minutes:g} min, "
-                            f"update {last_num_updates(jobs[model][1])}")
-        finally:
-            for model, (proc, _) in running.items():
-                log(f"stopping {what} {model}")
-                proc.terminate()
-                proc.wait()
-    return usage
+
+    def __init__(self, workdir, threads=1, settings=None):
+        self.threads = threads
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.workdir / "state.json"
+        self.state, self.stage_locks = {}, {}
+        self.reload()
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                                   capture_output=True, text=True)
+        self.commit = described.stdout.strip() or None  # the code every run used
+        if settings is not None:
+            if self.state.get("settings", settings) != settings:
+                raise SystemExit(
+                    f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
+                    "pass another --workdir or remove it"
+                )
+            if "settings" not in self.state:
+                with self.lock("state"):
+                    self.reload()
+                    self.state.setdefault("settings", settings)
+                    self.write_state()
+
+    def write_state(self):
+        """state.json replaced whole (call under the state lock)."""
+        tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.replace(self.state_path)
+
+    def done(self, key):
+        return key in self.state.get("stages", {})
+
+    def lock(self, name):
+        """An exclusive lock on WORKDIR/locks/NAME.lock (blocks while another process holds it)."""
+        (self.workdir / "locks").mkdir(exist_ok=True)
+        handle = open(self.workdir / "locks" / f"{name}.lock", "w")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    def reload(self):
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+
+    def claim(self, key):
+        """Whether this process is to run stage ``key``: False when it is done, also when
+        another driver on the same work directory (which this waits for) has just done it.
+        The stage stays locked until :meth:`record` stores its result (or the process ends)."""
+        if self.done(key):
+            return False
+        handle = self.lock(f"stage-{key}")
+        self.reload()
+        if self.done(key):
+            handle.close()
+            return False
+        self.stage_locks[key] = handle
+        return True
+
+    def record(self, key, value):
+        """Store a stage's result in state.json, merged with what other drivers stored."""
+        with self.lock("state"):
+            self.reload()
+            self.state.setdefault("stages", {})[key] = value
+            self.write_state()
+        if key in self.stage_locks:
+            self.stage_locks.pop(key).close()
+
+    def run(self, name, cmd, env=None):
+        """Run cmd on the runner's threads (with ``env`` added to the environment) with its
+        output in WORKDIR/logs/NAME.log.
+
+        Returns the run's provenance: command, commit, wall and CPU seconds, peak load and
+        peak resident memory of this invocation and, summed with the invocations of NAME
+        that were stopped before they finished (WORKDIR/progress/NAME.json, written every
+        15 s), of all of them (``wall_total_s``, ``cpu_total_s``, ``shared``). A failed run
+        exits with the log's tail.
+        """
+        threads, env = self.threads, dict(env or {})
+        environment = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                           PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", **env)
+        for folder in ("logs", "progress"):
+            (self.workdir / folder).mkdir(exist_ok=True)
+        log_path = self.workdir / "logs" / f"{name}.log"
+        progress_path = self.workdir / "progress" / f"{name}.json"
+        earlier = json.loads(progress_path.read_text()) if progress_path.exists() else []
+        log(f"{name}: {shlex.join(cmd)[:300]} (log {log_path})")
+        started, loads, stop = time.time(), [], threading.Event()
+        with open(log_path, "a") as out:
+            header = shlex.join(cmd).replace("\n", "\\n")  # one line, where :meth:`output` starts
+            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n")
+            out.flush()
+            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environment,
+                                     cwd=REPO)
+
+            def invocation(cpu):
+                peak = max(loads) if loads else None
+                return {"wall_s": round(time.time() - started, 1), "cpu_s": round(cpu, 1),
+                        "peak_load": peak,
+                        # the run's own threads plus some rounding of the 1-minute average
+                        "shared": peak is not None and peak > threads + 0.75}
+
+            def sample():
+                while not stop.wait(15):
+                    loads.append(os.getloadavg()[0])
+                    progress_path.write_text(json.dumps(earlier + [invocation(process_cpu(child.pid))]))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            # this child's own usage (and its waited-for children's): right when runs overlap
+            _, status, usage = os.wait4(child.pid, 0)
+            code = child.returncode = os.waitstatus_to_exitcode(status)
+            stop.set()
+            sampler.join()
+        if code != 0:
+            lines = log_path.read_text(errors="replace").splitlines()[-30:]
+            raise SystemExit(f"{name} failed (exit {code}); {log_path}:\n" + "\n".join(lines))
+        this = invocation(usage.ru_utime + usage.ru_stime)
+        every = earlier + [this]
+        progress_path.unlink(missing_ok=True)
+        prefix = "".join(f"{k}={v} " for k, v in env.items())
+        return {
+            "command": f"{prefix}OMP_NUM_THREADS={threads} " + shlex.join(cmd),
+            "commit": self.commit,
+            **this,
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "invocations": len(every),
+            "wall_total_s": round(sum(i["wall_s"] for i in every), 1),
+            "cpu_total_s": round(sum(i["cpu_s"] for i in every), 1),
+            "shared": any(i["shared"] for i in every),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+    def output(self, name):
+        """The output of the last invocation of run NAME (its log after the last header;
+        empty when it never ran)."""
+        path = self.workdir / "logs" / f"{name}.log"
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        return re.split(r"^# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*$", text, flags=re.M)[-1]
+
+    def run_together(self, jobs):
+        """{name: cmd} run at the same time (each as :meth:`run`); {name: provenance}."""
+        with ThreadPoolExecutor(max(1, len(jobs))) as pool:
+            futures = {name: pool.submit(self.run, name, cmd) for name, cmd in jobs.items()}
+            return {name: future.result() for name, future in futures.items()}
 
 
-def prepare_multi30k(args, raw, paths, commands):
-    """Multi30k binarized twice with one sentencepiece model and dictionary: prompted for the
-    plugin (scripts/prepare_prompted.py, into paths["plugin_bin"]) and as plain pairs for
-    fairseq's models (paths["cmlm_bin"]). ``args``: prep_workers, template, vocab_size,
-    train_lines and test_lines (None: every line)."""
-    import sentencepiece as spm
+def process_cpu(pid):
+    """User + system CPU seconds a running process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    for key in ("plugin_bin", "cmlm_spm", "cmlm_bin"):
-        shutil.rmtree(paths[key], ignore_errors=True)
-    paths["cmlm_spm"].mkdir(parents=True)
-    threads = args.prep_workers
-    with tempfile.TemporaryDirectory() as tmp:
-        prefixes = {split: f"{raw / name}" for split, name in RAW_SPLITS.items()}
-        for split, limit in (("train", args.train_lines), ("test", args.test_lines)):
-            if limit is None:
-                continue
-            for lang in (SRC, TGT):
-                with open(f"{prefixes[split]}.{lang}", encoding="utf-8") as f:
-                    head = [line for _, line in zip(range(limit), f)]
-                Path(tmp, f"{split}.{lang}").write_text("".join(head), encoding="utf-8")
-            prefixes[split] = os.path.join(tmp, split)
 
-        cmd = [
-            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
-            "--source-lang", SRC, "--target-lang", TGT,
-            "--trainpref", prefixes["train"],
-            "--validpref", prefixes["valid"],
-            "--testpref", prefixes["test"],
-            "--destdir", str(paths["plugin_bin"]),
-            "--template", args.template,
-            "--vocab-size", str(args.vocab_size),
-            "--workers", str(args.prep_workers),
-        ]
-        commands["prepare_plugin"] = command_string(cmd, threads)
-        log("preparing the plugin's data (prompted; trains the sentencepiece model)")
-        run_logged(cmd, paths["workdir"] / "prepare_plugin.log", threads, "prepare_prompted.py")
+# --------------------------------------------------------------------- data
+def slice_corpus(raw, destination, limits):
+    """The first ``limits[NAME]`` lines (None: all) of both sides of each raw file NAME,
+    written to ``destination`` in the same layout."""
+    for name, limit in limits.items():
+        for lang in (SRC, TGT):
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            with open(raw / f"{name}.{lang}", encoding="utf-8") as f:
+                head = list(itertools.islice(f, limit))
+            (destination / f"{name}.{lang}").write_text("".join(head), encoding="utf-8")
 
-        spm_model = paths["plugin_bin"] / "sentencepiece.bpe.model"
-        log("encoding the unprompted text with the same sentencepiece model for CMLM")
-        sp = spm.SentencePieceProcessor(model_file=str(spm_model))
-        for split, prefix in prefixes.items():
-            for lang in (SRC, TGT):
-                with open(f"{prefix}.{lang}", encoding="utf-8") as f:
-                    pieces = sp.encode([line.strip() for line in f], out_type=str)
-                with open(paths["cmlm_spm"] / f"{split}.{lang}", "w", encoding="utf-8") as f:
-                    f.writelines(" ".join(p) + "\n" for p in pieces)
-    commands["encode_cmlm"] = (
-        f"sentencepiece.SentencePieceProcessor(model_file='{spm_model}')"
-        f".encode(stripped_lines, out_type=str) for {raw}/"
-        f"{{{','.join(RAW_SPLITS.values())}}}.{{{SRC},{TGT}}} -> {paths['cmlm_spm']}"
-    )
 
-    cmd = [
-        fairseq_cli("fairseq-preprocess"),
+def encode_lines(spm_model, sources, destination):
+    """Each line of the files ``sources`` as sentencepiece pieces, into ``destination``."""
+    import sentencepiece
+
+    model = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
+    with open(destination, "w", encoding="utf-8") as out:
+        for source in sources:
+            with open(source, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+            out.writelines(" ".join(pieces) + "\n" for pieces in model.encode(lines, out_type=str))
+
+
+def prepare_translation(runner, raw, prompted, text, unprompted, template, vocab_size, workers=None):
+    """Multi30k de->en binarized twice with one sentencepiece model and dictionary:
+    prompted for the plugin (scripts/prepare_prompted.py, which trains the model, into
+    ``prompted``) and as plain pairs for fairseq's models (encoded into ``text``, then
+    fairseq-preprocess into ``unprompted``). Returns the runs' provenance."""
+    runs = {}
+    workers = ["--workers", str(workers)] if workers else []
+    runs["prepare"] = runner.run("prepare", [
+        sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
         "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(paths["cmlm_spm"] / "train"),
-        "--validpref", str(paths["cmlm_spm"] / "valid"),
-        "--testpref", str(paths["cmlm_spm"] / "test"),
-        "--srcdict", str(paths["plugin_bin"] / f"dict.{SRC}.txt"),
-        "--tgtdict", str(paths["plugin_bin"] / f"dict.{TGT}.txt"),
-        "--destdir", str(paths["cmlm_bin"]),
-        "--workers", str(args.prep_workers),
-    ]
-    commands["prepare_cmlm"] = command_string(cmd, threads)
-    log("binarizing the CMLM data with the plugin's dictionary")
-    run_logged(cmd, paths["workdir"] / "prepare_cmlm.log", threads, "fairseq-preprocess")
+        "--trainpref", str(raw / "train"), "--validpref", str(raw / "val"),
+        "--testpref", str(raw / "test_2016_flickr"), "--template", template,
+        "--vocab-size", str(vocab_size), "--destdir", str(prompted), *workers,
+    ])
+    text.mkdir(parents=True, exist_ok=True)
+    for split, name in RAW_SPLITS.items():
+        for lang in (SRC, TGT):
+            encode_lines(prompted / "sentencepiece.bpe.model", [raw / f"{name}.{lang}"],
+                         text / f"{split}.{lang}")
+    runs["preprocess_raw"] = runner.run("preprocess_raw", [
+        fairseq_cli("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
+        "--trainpref", str(text / "train"), "--validpref", str(text / "valid"),
+        "--testpref", str(text / "test"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
+        "--tgtdict", str(prompted / f"dict.{TGT}.txt"), "--destdir", str(unprompted), *workers,
+    ])
+    return runs
+
+
+# ------------------------------------------------------------------ reading
+TRANSLATED_RE = re.compile(r"Translated ([\d,]+) sentences .*?\(([\d.]+) sentences/s")
+STEPS_RE = re.compile(r"^I-(\d+)\t(\d+)", re.M)
+
+
+def parse_generate(text):
+    """fairseq-generate's output: ``hypotheses`` (id -> detokenized text, the best one),
+    ``candidates`` (id -> [[text, target pieces without </s>], ...], best first, with
+    --nbest), ``sentences_per_second`` and ``mean_steps`` (of the plugin's --print-step)."""
+    hypotheses, candidates = {}, {}
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if line.startswith("D-"):
+            hypotheses.setdefault(fields[0][2:], fields[2] if len(fields) > 2 else "")
+            candidates.setdefault(fields[0][2:], []).append([fields[2] if len(fields) > 2 else "", None])
+        elif line.startswith("P-"):
+            candidates[fields[0][2:]][-1][1] = len(fields[1].split()) - 1
+    speed = TRANSLATED_RE.findall(text)
+    steps = [int(s) for _, s in STEPS_RE.findall(text)]
+    return {
+        "hypotheses": hypotheses,
+        "candidates": candidates,
+        "sentences_per_second": float(speed[-1][1]) if speed else None,
+        "mean_steps": sum(steps) / len(steps) if steps else None,
+    }
+
+
+def table(header, rows, notes=(), align=None):
+    """A markdown table, then each note as a paragraph; ``align``: one ``l`` or ``r`` a column."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in (align or "l" * len(header)))
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)

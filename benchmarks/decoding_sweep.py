@@ -23,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, table
+from benchmarks.measuring import load_model
+
 BENCH = REPO / "work" / "bench_vs_cmlm"
 STRATEGIES = [
     "reparam-uncond-deterministic-cosine",
@@ -93,19 +95,11 @@ def find_references(args):
 
 
 def load(args):
-    import diffusion_plugin  # noqa: F401
-    from fairseq import checkpoint_utils
-
     if not args.checkpoint.is_file():
         raise SystemExit(f"error: {args.checkpoint} not found; train one with "
-                         "benchmarks/bench_vs_cmlm.py or pass --checkpoint")
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(args.checkpoint)],
-        arg_overrides={"data": str(args.data), "source_lang": args.source_lang,
-                       "target_lang": args.target_lang},
-    )
-    task.load_dataset(args.subset)
-    model = models[0].eval()
+                         "python -m benchmarks.bench_vs_cmlm or pass --checkpoint")
+    model, task = load_model(args.data, args.checkpoint, args.subset,
+                             source_lang=args.source_lang, target_lang=args.target_lang)
     return task, model
 
 
@@ -198,24 +192,23 @@ def main(argv=None):
 
     signature = str(metric.get_signature())
     count = len(task.dataset(args.subset)) if args.test_lines is None else args.test_lines
-    table = ["| strategy | " + " | ".join(f"K={k} BLEU | K={k} sent/s" for k in args.steps) + " |",
-             "|---|" + "---:|---:|" * len(args.steps)]
+    cells = []
     for method in methods:
-        cells = []
+        cells.append([f"`{method}`"])
         for k in args.steps:
             row = next(r for r in strategy_rows if r["method"] == method and r["steps"] == k)
-            cells += [f"{row['bleu']:.2f}", f"{row['sentences_per_s']:.1f}"]
-        table.append(f"| `{method}` | " + " | ".join(cells) + " |")
-    lengths = ["| length beam | predicted BLEU | oracle BLEU | predicted sent/s | oracle sent/s |",
-               "|---:|---:|---:|---:|---:|"]
-    for row in length_rows:
-        lengths.append(f"| {row['length_beam']} | {row['predicted_bleu']:.2f} | {row['oracle_bleu']:.2f} "
-                       f"| {row['predicted_sentences_per_s']:.1f} | {row['oracle_sentences_per_s']:.1f} |")
+            cells[-1] += [f"{row['bleu']:.2f}", f"{row['sentences_per_s']:.1f}"]
+    strategies = table(["strategy", *[f"K={k} {what}" for k in args.steps for what in ("BLEU", "sent/s")]],
+                       cells, align="l" + "r" * 2 * len(args.steps))
+    lengths = table(["length beam", "predicted BLEU", "oracle BLEU", "predicted sent/s", "oracle sent/s"],
+                    [[row["length_beam"], f"{row['predicted_bleu']:.2f}", f"{row['oracle_bleu']:.2f}",
+                      f"{row['predicted_sentences_per_s']:.1f}", f"{row['oracle_sentences_per_s']:.1f}"]
+                     for row in length_rows], align="rrrrr")
     header = (f"{args.checkpoint} on {count} sentences of {args.subset} "
               f"(references {references_path.name}); length beam {args.length_beam} in the "
               f"strategy table, K={args.length_steps} in the length table; batch "
               f"{args.batch_size}, {args.threads} thread(s), {platform.processor() or platform.machine()}.")
-    markdown = "\n".join([header, f"sacreBLEU signature: `{signature}`.", "", *table, "", *lengths, ""])
+    markdown = "\n".join([header, f"sacreBLEU signature: `{signature}`.", "", strategies, "", lengths, ""])
     (args.out_dir / "results.md").write_text(markdown)
     (args.out_dir / "results.json").write_text(json.dumps(
         {"command": " ".join([sys.executable, *sys.argv]), "strategies": strategy_rows,

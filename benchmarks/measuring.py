@@ -8,16 +8,17 @@ import time
 from pathlib import Path
 
 
-def load_model(data, checkpoint):
-    """(network in eval mode, task with its test split) of a fairseq checkpoint over ``data``."""
+def load_model(data, checkpoint, split="test", **overrides):
+    """(network in eval mode, task with ``split`` loaded) of a fairseq checkpoint over ``data``
+    (and the task's ``overrides``)."""
     from fairseq import checkpoint_utils
 
     import diffusion_plugin  # noqa: F401  (its components, and the globals fairseq checkpoints hold)
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(checkpoint)], arg_overrides={"data": str(data)}
+        [str(checkpoint)], arg_overrides={"data": str(data), **overrides}
     )
-    task.load_dataset("test")
+    task.load_dataset(split)
     return models[0].eval(), task
 
 
@@ -28,7 +29,7 @@ def build_generator(model_name, network, task, options, max_len_b=200):
     from fairseq.iterative_refinement_generator import IterativeRefinementGenerator
     from fairseq.sequence_generator import SequenceGenerator
 
-    from variants import MeasuredGenerator
+    from benchmarks.variants import MeasuredGenerator
 
     dictionary = task.target_dictionary
     if model_name == "transformer":

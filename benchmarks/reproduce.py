@@ -17,7 +17,8 @@ One resumable pipeline, run claim by claim (``--claim a b c d``):
 * transformer-SIZE: fairseq's autoregressive ``transformer`` of about the same
   parameter count, trained for the adaptation's training time;
 * evaluation: fairseq-generate on ``val`` and ``test_2016_flickr``, sacreBLEU with
-  its signature, decoding speed at batch size 1 and 64, repetition.
+  its signature, decoding speed at batch size 1 and 64, repetition; and, in a column
+  of every table, on each ``--extra-test NAME=PREFIX`` (raw parallel files).
 
 Every training is a fairseq-train run with ``--max-update`` (or, for the
 transformer, fairseq's ``--stop-time-hours`` set to the adaptation's CPU time; it
@@ -34,21 +35,15 @@ of test (2 sentences).
 """
 
 import argparse
-import fcntl
-import json
-import os
 import re
-import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from common import RAW_SPLITS, REPO, SRC, TGT, USER_DIR, fairseq_cli, find_data
+from benchmarks.common import (RAW_SPLITS, REPO, SRC, TGT, USER_DIR, Runner, encode_lines, fairseq_cli,
+                               find_data, parse_generate, prepare_translation, slice_corpus, table)
 
 TEMPLATE = "Translate the German sentence to English. German: {src} English:"
 
@@ -110,6 +105,11 @@ def get_parser():
                         "same masked LM adapted on the train set's targets re-decoded by the "
                         "transformer (sequence-level knowledge distillation, beam 5)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--extra-test", action="extend", nargs="+", default=[], type=extra_test,
+                        metavar="NAME=PREFIX",
+                        help="also score every trained model of each claim on the raw parallel "
+                        f"files PREFIX.{SRC} and PREFIX.{TGT} (encoded with the run's sentencepiece "
+                        "model and dictionaries), a column BLEU NAME in every table; repeatable")
     parser.add_argument("--train-first", nargs="+", default=[], metavar="STAGE", type=stage_name,
                         help="train these stages (mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT, "
                         "transformer-SIZE) before the claims: splits the trainings between two "
@@ -130,175 +130,52 @@ def stage_name(text):
     return text
 
 
+def extra_test(text):
+    """--extra-test NAME=PREFIX: a NAME and raw parallel files PREFIX.de and PREFIX.en with
+    as many lines each; returns ``text``."""
+    name, _, prefix = text.partition("=")
+    if not re.fullmatch(r"[\w.-]+", name) or not prefix:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give NAME=PREFIX (NAME of letters, digits, '_', '.', '-') for the raw "
+            f"parallel files PREFIX.{SRC} and PREFIX.{TGT}"
+        )
+    lines = {}
+    for lang in (SRC, TGT):
+        path = Path(f"{prefix}.{lang}")
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {path} is not a file; PREFIX.{SRC} and PREFIX.{TGT} must both exist")
+        with open(path, encoding="utf-8") as f:
+            lines[lang] = sum(1 for _ in f)
+    if lines[SRC] != lines[TGT]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {prefix}.{SRC} has {lines[SRC]:,} lines and {prefix}.{TGT} {lines[TGT]:,}; "
+            "give line-aligned parallel files")
+    return text
+
+
+def extra_tests(args):
+    """{NAME: PREFIX} of --extra-test; exits when a NAME is given twice."""
+    pairs = [text.split("=", 1) for text in args.extra_test]
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--extra-test: each NAME once, not {', '.join(names)}")
+    return {name: Path(prefix).resolve() for name, prefix in pairs}
+
+
 # ------------------------------------------------------------------ running
-def log(message):
-    print(f"[reproduce {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class Pipeline:
-    """The work directory, its state file and the runs that fill it."""
+class Pipeline(Runner):
+    """The work directory of one recipe (its --smoke and --seed), on --threads threads."""
 
     def __init__(self, args):
+        super().__init__(args.workdir, args.threads, {"smoke": args.smoke, "seed": args.seed})
         self.args = args
-        self.workdir = args.workdir.resolve()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state_path = self.workdir / "state.json"
-        self.state, self.stage_locks = {}, {}
-        self.reload()
         self.sizes = SMOKE_SIZES if args.smoke else SIZES
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
-                                   capture_output=True, text=True)
-        self.commit = described.stdout.strip() or None  # the code every run used
-        settings = {"smoke": args.smoke, "seed": args.seed}
-        if self.state.get("settings", settings) != settings:
-            raise SystemExit(
-                f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
-                "pass another --workdir or remove it"
-            )
-        if "settings" not in self.state:
-            self.record_settings(settings)
-
-    def record_settings(self, settings):
-        with self.lock("state"):
-            self.reload()
-            self.state.setdefault("settings", settings)
-            self.write_state()
-
-    def write_state(self):
-        """state.json replaced whole (call under the state lock)."""
-        tmp = self.state_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        tmp.replace(self.state_path)
-
-    def done(self, key):
-        return key in self.state.get("stages", {})
-
-    def lock(self, name):
-        """An exclusive lock on WORKDIR/locks/NAME.lock (blocks while another process holds it)."""
-        (self.workdir / "locks").mkdir(exist_ok=True)
-        handle = open(self.workdir / "locks" / f"{name}.lock", "w")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
-
-    def reload(self):
-        if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text())
-
-    def claim(self, key):
-        """Whether this process is to run stage ``key``: False when it is done, also when
-        another driver on the same work directory (which this waits for) has just done it.
-        The stage stays locked until :meth:`record` stores its result (or the process ends)."""
-        if self.done(key):
-            return False
-        handle = self.lock(f"stage-{key}")
-        self.reload()
-        if self.done(key):
-            handle.close()
-            return False
-        self.stage_locks[key] = handle
-        return True
-
-    def record(self, key, value):
-        """Store a stage's result in state.json, merged with what other drivers stored."""
-        with self.lock("state"):
-            self.reload()
-            self.state.setdefault("stages", {})[key] = value
-            self.write_state()
-        if key in self.stage_locks:
-            self.stage_locks.pop(key).close()
-
-    def run(self, name, cmd, log_name=None):
-        """Run cmd on --threads threads with its output in WORKDIR/logs/NAME.log.
-
-        Returns the run's provenance: command, commit, wall and CPU seconds and peak load
-        of this invocation and, summed with the invocations of NAME that were stopped
-        before they finished (WORKDIR/progress/NAME.json, written every 15 s), of all of
-        them (``wall_total_s``, ``cpu_total_s``, ``shared``). A failed run exits with
-        the log's tail.
-        """
-        threads = self.args.threads
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
-        for folder in ("logs", "progress"):
-            (self.workdir / folder).mkdir(exist_ok=True)
-        log_path = self.workdir / "logs" / f"{log_name or name}.log"
-        progress_path = self.workdir / "progress" / f"{name}.json"
-        earlier = json.loads(progress_path.read_text()) if progress_path.exists() else []
-        log(f"{name}: {shlex.join(cmd)[:300]} (log {log_path})")
-        started, loads, stop = time.time(), [], threading.Event()
-        with open(log_path, "a") as out:
-            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
-            out.flush()
-            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-            def invocation(cpu):
-                peak = max(loads) if loads else None
-                return {"wall_s": round(time.time() - started, 1), "cpu_s": round(cpu, 1),
-                        "peak_load": peak,
-                        # the run's own threads plus some rounding of the 1-minute average
-                        "shared": peak is not None and peak > threads + 0.75}
-
-            def sample():
-                while not stop.wait(15):
-                    loads.append(os.getloadavg()[0])
-                    progress_path.write_text(json.dumps(earlier + [invocation(process_cpu(child.pid))]))
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            code = child.wait()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            stop.set()
-            sampler.join()
-        if code != 0:
-            lines = log_path.read_text(errors="replace").splitlines()[-30:]
-            raise SystemExit(f"{name} failed (exit {code}); {log_path}:\n" + "\n".join(lines))
-        this = invocation((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-        every = earlier + [this]
-        progress_path.unlink(missing_ok=True)
-        return {
-            "command": f"OMP_NUM_THREADS={threads} " + shlex.join(cmd),
-            "commit": self.commit,
-            **this,
-            "invocations": len(every),
-            "wall_total_s": round(sum(i["wall_s"] for i in every), 1),
-            "cpu_total_s": round(sum(i["cpu_s"] for i in every), 1),
-            "shared": any(i["shared"] for i in every),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-
-
-def process_cpu(pid):
-    """User + system CPU seconds a running process has used so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------- data
-def slice_corpus(raw, destination):
-    """The --smoke slices: 1000 train pairs, 50 valid and test pairs, 2000 mono lines."""
-    limits = {"train": 1000, "val": 50, "test_2016_flickr": 50, "mono/train": 2000}
-    (destination / "mono").mkdir(parents=True, exist_ok=True)
-    for name, limit in limits.items():
-        for lang in (SRC, TGT):
-            with open(raw / f"{name}.{lang}", encoding="utf-8") as f:
-                head = [line for _, line in zip(range(limit), f)]
-            (destination / f"{name}.{lang}").write_text("".join(head), encoding="utf-8")
-
-
-def encode_lines(spm_model, sources, destination):
-    """Each line of the files ``sources`` as sentencepiece pieces, into ``destination``."""
-    import sentencepiece
-
-    model = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
-    with open(destination, "w", encoding="utf-8") as out:
-        for source in sources:
-            with open(source, encoding="utf-8") as f:
-                lines = [line.strip() for line in f]
-            out.writelines(" ".join(pieces) + "\n" for pieces in model.encode(lines, out_type=str))
+SMOKE_LINES = {"train": 1000, "val": 50, "test_2016_flickr": 50, "mono/train": 2000}
+"""--smoke's corpus slices: lines of both sides of each raw file."""
 
 
 def prepare_data(pipe, raw):
@@ -308,27 +185,11 @@ def prepare_data(pipe, raw):
     work = pipe.workdir
     for name in ("data-bin", "text"):
         shutil.rmtree(work / name, ignore_errors=True)
-    runs = {}
     prompted, unprompted, mono = (work / "data-bin" / name for name in ("de-en", "de-en-raw", "mono"))
-    runs["prepare"] = pipe.run("prepare", [
-        sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
-        "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(raw / "train"), "--validpref", str(raw / "val"),
-        "--testpref", str(raw / "test_2016_flickr"), "--template", TEMPLATE,
-        "--vocab-size", "500" if pipe.args.smoke else "8000", "--destdir", str(prompted),
-    ])
-    spm_model = prompted / "sentencepiece.bpe.model"
     text = work / "text"
-    text.mkdir()
-    for split, name in RAW_SPLITS.items():
-        for lang in (SRC, TGT):
-            encode_lines(spm_model, [raw / f"{name}.{lang}"], text / f"{split}.{lang}")
-    runs["preprocess_raw"] = pipe.run("preprocess_raw", [
-        fairseq_cli("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(text / "train"), "--validpref", str(text / "valid"),
-        "--testpref", str(text / "test"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
-        "--tgtdict", str(prompted / f"dict.{TGT}.txt"), "--destdir", str(unprompted),
-    ])
+    runs = prepare_translation(pipe, raw, prompted, text, unprompted, TEMPLATE,
+                               500 if pipe.args.smoke else 8000)
+    spm_model = prompted / "sentencepiece.bpe.model"
     corpus = [raw / "mono" / f"train.{lang}" for lang in (SRC, TGT)]
     corpus += [raw / f"train.{lang}" for lang in (SRC, TGT)]
     encode_lines(spm_model, corpus, text / "mono.train")
@@ -350,6 +211,37 @@ def adaptation_data(pipe, size_name, init):
     """The binarized prompted data an adaptation of ``init`` reads."""
     name = f"de-en-distilled-{size_name}" if init == "distilled" else "de-en"
     return pipe.workdir / "data-bin" / name
+
+
+def prepare_extra_test(pipe, name, prefix):
+    """--extra-test NAME=PREFIX binarized as the split ``test`` of data-bin/extra-NAME
+    (prompted) and data-bin/extra-NAME-raw (unprompted), with the prompted data's
+    sentencepiece model and dictionary; a NAME keeps the PREFIX it was first given."""
+    key = f"data-extra-{name}"
+    if pipe.claim(key):
+        prompted, text = pipe.workdir / "data-bin" / "de-en", pipe.workdir / "text" / f"extra-{name}"
+        spm_model = prompted / "sentencepiece.bpe.model"
+        run = pipe.run(key, [
+            sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
+            "--source-lang", SRC, "--target-lang", TGT, "--trainpref", str(prefix),
+            "--testpref", str(prefix), "--template", TEMPLATE, "--spm-model", str(spm_model),
+            "--dict", str(prompted / f"dict.{TGT}.txt"), "--force",
+            "--destdir", str(pipe.workdir / "data-bin" / f"extra-{name}"),
+        ])
+        text.mkdir(parents=True, exist_ok=True)
+        for lang in (SRC, TGT):
+            encode_lines(spm_model, [Path(f"{prefix}.{lang}")], text / f"test.{lang}")
+        unprompted = pipe.run(f"{key}-raw", [
+            fairseq_cli("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
+            "--testpref", str(text / "test"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
+            "--tgtdict", str(prompted / f"dict.{TGT}.txt"),
+            "--destdir", str(pipe.workdir / "data-bin" / f"extra-{name}-raw"),
+        ])
+        pipe.record(key, {"prefix": str(prefix), "prepare": run, "preprocess_raw": unprompted})
+    prepared = pipe.state["stages"][key]["prefix"]
+    if prepared != str(prefix):
+        raise SystemExit(f"--extra-test {name}={prefix}: {pipe.workdir} holds {name} from "
+                         f"{prepared}; give this test set another NAME")
 
 
 def distill(pipe, raw, size_name, transformer_checkpoint):
@@ -569,22 +461,21 @@ def checkpoint_facts(checkpoint):
 
 
 # --------------------------------------------------------------- evaluation
-TRANSLATED_RE = re.compile(r"Translated ([\d,]+) sentences .*?\(([\d.]+) sentences/s")
-STEPS_RE = re.compile(r"^I-(\d+)\t(\d+)", re.M)
-
-
 def generate(pipe, key, checkpoint, split, kind, extra=(), batch_size=64, shards=None):
     """fairseq-generate on ``split``; returns hypotheses by id, sentences/s and steps.
 
     ``kind`` is ``diffusion`` (the plugin) or ``ar`` (beam 5). ``shards`` (N, i) decodes
-    fairseq-generate's shard i of N (``--num-shards``), a fixed subset.
+    fairseq-generate's shard i of N (``--num-shards``), a fixed subset. ``split``
+    ``extra-NAME`` is --extra-test NAME (:func:`prepare_extra_test`).
     """
     name = f"generate-{key}-{split}" + (f"-shard{shards[1]}of{shards[0]}" if shards else "")
     name += f"-bs{batch_size}" if batch_size != 64 else ""
     if pipe.claim(name):
-        args = pipe.args
+        args, subset = pipe.args, split
+        data = pipe.workdir / "data-bin" / ("de-en" if kind == "diffusion" else "de-en-raw")
+        if split.startswith("extra-"):
+            data, subset = pipe.workdir / "data-bin" / (split + ("" if kind == "diffusion" else "-raw")), "test"
         if kind == "diffusion":
-            data = pipe.workdir / "data-bin" / "de-en"
             cmd = [
                 fairseq_cli("fairseq-generate"), str(data), "--user-dir", str(USER_DIR),
                 "--task", "prompted_translation",
@@ -592,37 +483,20 @@ def generate(pipe, key, checkpoint, split, kind, extra=(), batch_size=64, shards
                 "--print-step",
             ]
         else:
-            data = pipe.workdir / "data-bin" / "de-en-raw"
             cmd = [fairseq_cli("fairseq-generate"), str(data), "--user-dir", str(USER_DIR),
                    "--task", "translation", "--beam", "5"]
             # --smoke: an untrained transformer writes fairseq's 200-token maximum
             cmd += ["--max-len-a", "1.2", "--max-len-b", "10"] if args.smoke else []
         cmd += [
-            "-s", SRC, "-t", TGT, "--path", str(checkpoint), "--gen-subset", split,
+            "-s", SRC, "-t", TGT, "--path", str(checkpoint), "--gen-subset", subset,
             "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
             "--post-process", "sentencepiece", "--cpu", "--num-workers", "0", *extra,
         ]
         if shards:
             cmd += ["--num-shards", str(shards[0]), "--shard-id", str(shards[1])]
         run = pipe.run(name, cmd)
-        text = (pipe.workdir / "logs" / f"{name}.log").read_text(encoding="utf-8", errors="replace")
-        hypotheses, candidates = {}, {}
-        for line in text.splitlines():
-            fields = line.split("\t")
-            if line.startswith("D-"):
-                # with --nbest, a sentence's candidates come best first
-                hypotheses.setdefault(fields[0][2:], fields[2] if len(fields) > 2 else "")
-                candidates.setdefault(fields[0][2:], []).append([fields[2] if len(fields) > 2 else "", None])
-            elif line.startswith("P-"):
-                candidates[fields[0][2:]][-1][1] = len(fields[1].split()) - 1  # pieces, </s> excluded
-        speed = TRANSLATED_RE.findall(text)
-        steps = [int(s) for _, s in STEPS_RE.findall(text)]
-        run.update({
-            "hypotheses": hypotheses,
-            "candidates": candidates,  # id -> [[text, target pieces], ...], best first
-            "sentences_per_second": float(speed[-1][1]) if speed else None,
-            "mean_steps": sum(steps) / len(steps) if steps else None,
-        })
+        run.update(parse_generate((pipe.workdir / "logs" / f"{name}.log").read_text(
+            encoding="utf-8", errors="replace")))
         pipe.record(name, run)
     return pipe.state["stages"][name]
 
@@ -671,9 +545,13 @@ def diffusion_options(beam=3, oracle=False, selection="score", collapse=False):
 class Claims:
     """Runs what each claim needs (skipping what is done) and returns its table."""
 
-    def __init__(self, pipe, raw):
+    def __init__(self, pipe, raw, extras):
         self.pipe, self.raw, self.args = pipe, raw, pipe.args
         self.refs = {split: references(raw, split) for split in ("valid", "test")}
+        for name, prefix in extras.items():  # --extra-test
+            self.refs[f"extra-{name}"] = Path(f"{prefix}.{TGT}").read_text(encoding="utf-8").splitlines()
+        self.extras = [f"extra-{name}" for name in extras]
+        self.extra_header = [f"BLEU {name}" for name in extras]
         self.size = self.args.sizes[0]
 
     def mlm(self, size):
@@ -696,6 +574,10 @@ class Claims:
                            "diffusion", options, shards=shards)
         return decoded, bleu(decoded, self.refs[split])
 
+    def extra_scores(self, size, init, **setting):
+        """BLEU of one diffusion model and decoding setting on every --extra-test, as cells."""
+        return [f"{self.decode(size, init, split, **setting)[1][0]:.2f}" for split in self.extras]
+
     def shared(self, *keys):
         stages = self.pipe.state["stages"]
         names = [key for key in keys if stages.get(key, {}).get("shared")]
@@ -714,12 +596,13 @@ class Claims:
             rows.append([
                 "masked LM, then adapted" if init == "pretrained" else "from scratch",
                 f"{facts['parameters'] / 1e6:.2f}M", f"{facts['updates']:,}",
-                f"{valid:.2f}", f"{test[init]:.2f}", f"{repetition(decoded):.2f}%",
+                f"{valid:.2f}", f"{test[init]:.2f}", *self.extra_scores(self.size, init),
+                f"{repetition(decoded):.2f}%",
                 self.shared(f"adapt-{self.size}-{init}", f"length-{self.size}-{init}"),
             ])
         return table(
             ["init", "parameters", "adaptation updates", "BLEU val", "BLEU test2016",
-             "repeated adjacent words", "runs"], rows,
+             *self.extra_header, "repeated adjacent words", "runs"], rows,
             [f"Pretrained + adapted / from scratch on test2016: "
              f"{bold_ratio(test['pretrained'], test['scratch'], 'from scratch')}. "
              f"sacreBLEU `{signature}`."],
@@ -736,13 +619,13 @@ class Claims:
             rows.append([
                 f"{size} ({shape['layers']} × {shape['dim']})", f"{facts['parameters'] / 1e6:.2f}M",
                 f"{mlm_run.get('valid_ppl', float('nan')):.1f}", f"{facts['updates']:,}",
-                f"{valid:.2f}", f"{test:.2f}",
+                f"{valid:.2f}", f"{test:.2f}", *self.extra_scores(size, "pretrained"),
                 self.shared(f"mlm-{size}", f"adapt-{size}-pretrained", f"length-{size}-pretrained"),
             ])
         rows.sort(key=lambda row: float(row[1][:-1]))
         return table(
             ["size", "parameters", "MLM valid ppl", "adaptation updates", "BLEU val",
-             "BLEU test2016", "runs"], rows,
+             "BLEU test2016", *self.extra_header, "runs"], rows,
             [f"For scale: the unigram model of the masked LM's train corpus has perplexity "
              f"{unigram_perplexity(self.pipe.workdir / 'text'):.1f} on its valid text (every "
              f"piece scored; fairseq's masked LM scores only the masked 15 %). "
@@ -766,14 +649,17 @@ class Claims:
                     biases.append(length_bias(decoded, reference_pieces))
                     widest = decoded
                 rows.append([size, selection, *[f"{c:.2f}" for c in cells], f"{oracle:.2f}",
-                             f"{oracle - cells[-1]:+.2f}"])
+                             f"{oracle - cells[-1]:+.2f}", *self.extra_scores(
+                                 size, "pretrained", beam=beams[-1],
+                                 selection=selection if beams[-1] > 1 else "score")])
                 # the widest beam: is the reference length among its candidates, and what
                 # would picking the candidate nearest to it score?
                 nearest, covered = nearest_length_candidates(widest, reference_pieces)
                 why_rows.append([size, selection, *[f"{b:+.2f}" for b in biases],
                                  f"{covered:.1f}%", f"{bleu(nearest, self.refs['test'])[0]:.2f}"])
         header = ["size", "candidate selection", *[f"LB {b}" for b in beams],
-                  "oracle length", "oracle − last LB"]
+                  "oracle length", "oracle − last LB",
+                  *[f"{name} (LB {beams[-1]})" for name in self.extra_header]]
         part = "all of test2016" if self.args.smoke else f"the first of {C_SHARDS} shards of test2016 (fairseq-generate --num-shards {C_SHARDS} --shard-id 0, {len(oracle_decoded['hypotheses'])} sentences)"
         why = table(
             ["size", "candidate selection", *[f"length error LB {b}" for b in beams],
@@ -845,12 +731,14 @@ class Claims:
             speed_options = options if "--collapse-repeats" not in options else options[:-1]
             single = generate(self.pipe, name.replace("-collapse", ""), checkpoint, "test", kind,
                               speed_options, batch_size=1, shards=(shards, 0))
+            extra = [f"{bleu(generate(self.pipe, name, checkpoint, split, kind, options), self.refs[split])[0]:.2f}"
+                     for split in self.extras]
             facts = self.facts(train_key)
             steps = decoded["mean_steps"]
             rows.append([
                 label, f"{facts['parameters'] / 1e6:.2f}M",
                 f"{cpu_minutes(self.pipe.state['stages'][train_key]):.1f}",
-                f"{facts['updates']:,}", "—" if valid is None else f"{valid:.2f}", f"{test:.2f}",
+                f"{facts['updates']:,}", "—" if valid is None else f"{valid:.2f}", f"{test:.2f}", *extra,
                 f"{single['sentences_per_second']:.2f}", f"{decoded['sentences_per_second']:.2f}",
                 f"{steps:.1f}" if steps else "one per token", f"{repetition(decoded):.2f}%",
                 self.shared(train_key),
@@ -873,7 +761,7 @@ class Claims:
         curves, examples = self.curves(), self.examples()
         return table(
             ["system", "parameters", "training CPU min", "updates", "BLEU val", "BLEU test2016",
-             "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
+             *self.extra_header, "sent/s bs 1", "sent/s bs 64", "decoding steps", "repeated adjacent words", "runs"],
             rows,
             [f"Diffusion / autoregressive BLEU on test2016 at equal training time: "
              f"{ratios[labels[0]]}.{distilled} The transformer's budget was the CPU time of "
@@ -1008,12 +896,6 @@ def shorten(text, most=160):
     return text.replace("|", "\\|")
 
 
-def table(header, rows, notes=()):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)
-
-
 CLAIM_TITLES = {
     "a": "(a) Pretrained vs from scratch",
     "b": "(b) Bigger is better",
@@ -1066,22 +948,24 @@ SMOKE_LENGTH_BEAMS = [1, 3]  # --smoke: claim (c) at two length beams (fewer dec
 
 
 def main(args):
-    options = recipe_options(args)
+    options, extras = recipe_options(args), extra_tests(args)
     if args.smoke and args.length_beams == get_parser().get_default("length_beams"):
         args.length_beams = SMOKE_LENGTH_BEAMS
     pipe = Pipeline(args)
     raw = find_data(args.data, [f"mono/train.{lang}" for lang in (SRC, TGT)])
     with tempfile.TemporaryDirectory() as slices:
         if args.smoke:
-            slice_corpus(raw, Path(slices))
+            slice_corpus(raw, Path(slices), SMOKE_LINES)
             raw = Path(slices)
         prepare_data(pipe, raw)
-        claims = Claims(pipe, raw)
+        for name, prefix in extras.items():
+            prepare_extra_test(pipe, name, prefix)
+        claims = Claims(pipe, raw, extras)
         for stage in args.train_first:
             claims.train(stage)
         for claim in args.claim:
             body = getattr(claims, claim)()
-            command = shlex.join(["python", "benchmarks/reproduce.py",
+            command = shlex.join(["python", "-m", "benchmarks.reproduce",
                                   *options, "--claim", claim])
             section = f"## {CLAIM_TITLES[claim]}\n\n`{command}`\n\n{body}"
             print(section, flush=True)

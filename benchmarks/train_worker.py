@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One training-throughput measurement, in its own process (bench_throughput.py runs one
+"""One training-throughput measurement, in its own process (bench_speed.py --mode throughput runs one
 per row, so that each row's peak memory is its own).
 
 Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does,
@@ -10,7 +10,7 @@ FlopCounterMode, per target token of those batches), and with
 ``--profile`` records further updates with torch's profiler, sorted into where the time
 goes. Prints one JSON line.
 
-    python benchmarks/train_worker.py --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
+    python -m benchmarks.train_worker --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
 """
 
 import argparse
@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 
-from variants import TRAINING_VARIANTS
+from benchmarks.variants import TRAINING_VARIANTS
 
 # op name -> category of the profile; the first pattern an op contains decides
 CATEGORIES = (

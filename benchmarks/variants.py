@@ -1,5 +1,5 @@
 """Slower variants of the defaults that give the same results, for measuring what each
-saving is worth (bench_speed.py and bench_throughput.py; tests/test_speed_options.py and
+saving is worth (bench_speed.py; tests/test_speed_options.py and
 tests/test_throughput_levers.py check the results are the same)."""
 
 from fairseq.modules.gelu import gelu as fairseq_gelu
@@ -103,4 +103,4 @@ TRAINING_VARIANTS = {
     "per-row-prompts": with_per_row_prompts,
     "compiled-layers": with_compiled_layers,
 }
-"""Variants of the training model, by name (bench_throughput.py's rows)."""
+"""Variants of the training model, by name (bench_speed.py --mode throughput's rows)."""

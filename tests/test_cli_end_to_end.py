@@ -178,7 +178,7 @@ def test_decoding_sweep_writes_both_tables_and_the_plot(trained, tmp_path):
     out = tmp_path / "sweep"
     run(
         [
-            sys.executable, "benchmarks/decoding_sweep.py", "--checkpoint", str(save_dir / "checkpoint_last.pt"),
+            sys.executable, "-m", "benchmarks.decoding_sweep", "--checkpoint", str(save_dir / "checkpoint_last.pt"),
             "--data", str(data), "--references", str(raw / "test.tgt"), "--source-lang", "src",
             "--target-lang", "tgt", "--test-lines", "6", "--steps", "1", "3",
             "--strategies", "mask-predict", "threshold0.9+margin", "reparam-cond-deterministic-linear+guidance0.5",

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from diffusion_plugin.strategies import CONFIDENCES, STRATEGIES, ReverseStrategy, example_strategies
 from diffusion_plugin.decoding_config import CANDIDATE_SELECTIONS, LENGTH_BEAM_MODES
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
-from variants import MeasuredGenerator
+from benchmarks.variants import MeasuredGenerator
 
 CASES = {"invariants": 700, "batch_independence": 300, "early_stopping": 250}
 EARLY_STOP_CANVASES = 1000

@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py --smoke: every claim's pipeline at toy sizes, the shape of its
+"""python -m benchmarks.reproduce --smoke: every claim's pipeline at toy sizes, the shape of its
 table and the provenance of its runs (never its numbers)."""
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from helpers import BIN, ROOT
-from reproduce import Pipeline, bold_ratio
+from benchmarks.reproduce import Pipeline, bold_ratio, extra_test
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 # a ratio in bold, or a bold dash where the baseline scored 0 BLEU (a toy run on a fast machine can)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 40 fai
 
 def reproduce(workdir, *claims):
     result = subprocess.run(
-        [str(BIN / "python"), "benchmarks/reproduce.py", "--smoke", "--workdir", str(workdir),
+        [str(BIN / "python"), "-m", "benchmarks.reproduce", "--smoke", "--workdir", str(workdir),
          "--claim", *claims],
         cwd=ROOT, capture_output=True, text=True,
     )
@@ -37,14 +37,23 @@ def rows(section_text, first_cell):
     return found
 
 
+def slice_of_val(directory, lines=20):
+    """The first ``lines`` pairs of Multi30k's val as raw parallel files PREFIX.de/.en; PREFIX."""
+    for lang in ("de", "en"):
+        text = (MULTI30K / f"val.{lang}").read_text(encoding="utf-8").splitlines()[:lines]
+        (directory / f"val20.{lang}").write_text("".join(f"{line}\n" for line in text), encoding="utf-8")
+    return directory / "val20"
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     if not (MULTI30K / "mono").is_dir():
         pytest.skip(f"the shared Multi30k corpus with mono/ is not at {MULTI30K}")
     workdir = tmp_path_factory.mktemp("reproduce")
-    first = reproduce(workdir, "a")
+    extra = slice_of_val(tmp_path_factory.mktemp("extra"))
+    first = reproduce(workdir, "a", "--extra-test", f"flickr_val={extra}")
     rest = reproduce(workdir, "b", "c", "d", "--distill", "--train-first", "mlm-mini",
-                     "length-mini-pretrained")
+                     "length-mini-pretrained", "--extra-test", f"flickr_val={extra}")
     state = json.loads((workdir / "state.json").read_text())
     return workdir, first, rest, state
 
@@ -54,7 +63,7 @@ def test_claim_a_compares_pretrained_and_scratch_on_the_same_batches(smoke):
     assert "## (a) Pretrained vs from scratch" in output
     table = rows(output, r"masked LM, then adapted|from scratch")
     assert [row[0] for row in table] == ["masked LM, then adapted", "from scratch"]
-    assert all(len(row) == 7 for row in table)
+    assert all(len(row) == 8 for row in table)
     assert re.search(r"Pretrained \+ adapted / from scratch on test2016: " + RATIO, output)
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in output
     # only the pretrained run read the masked LM; both made the same updates
@@ -91,13 +100,14 @@ def test_claims_b_c_d_tables(smoke):
     assert "LB 3, the candidate nearest the reference length" in headers[1]
     assert [(row[0], row[1]) for row in beams] == [
         (size, selection) for size in ("tiny", "mini") for selection in ("score", "joint")] * 2
-    assert all(len(row) == 6 for row in beams)
+    assert [len(row) for row in beams] == [7] * 4 + [6] * 4  # the first with BLEU flickr_val (LB 3)
     assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[4:] for cell in row[2:4])
     systems = rows(output, r"diffusion \(masked LM, then adapted\)|the same, `--collapse-repeats`|"
                            r"distilled track .*|fairseq transformer, beam 5")
-    assert len(systems) == 4 and all(len(row) == 11 for row in systems)
+    assert len(systems) == 4 and all(len(row) == 12 for row in systems)
     assert systems[2][0].startswith("distilled track (not the paper's)")
-    assert "`python benchmarks/reproduce.py --smoke --distill --claim d`" in output
+    assert re.search(r"`python -m benchmarks\.reproduce --smoke --distill --extra-test flickr_val=\S+ --claim d`",
+                     output)
     assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
     assert "### Training curves" in output and "### Examples (test2016)" in output
     # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
@@ -140,7 +150,7 @@ def test_a_run_sums_the_invocations_stopped_before_it(tmp_path):
 @pytest.mark.parametrize("stage", ["mlm-huge", "adapt-tiny", "length-mini-warm", "transformer-tiny-scratch"])
 def test_train_first_names_a_training_stage(stage):
     result = subprocess.run(
-        [str(BIN / "python"), "benchmarks/reproduce.py", "--train-first", stage],
+        [str(BIN / "python"), "-m", "benchmarks.reproduce", "--train-first", stage],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 2
@@ -162,3 +172,37 @@ def test_the_distilled_track_adapts_the_masked_lm_on_the_transformers_translatio
     adaptation = state["stages"]["adapt-tiny-distilled"]["command"]
     assert "data-bin/de-en-distilled-tiny" in adaptation and "--pretrained-mlm" in adaptation
     assert "data-bin/de-en-distilled-tiny" in state["stages"]["length-tiny-distilled"]["command"]
+
+
+def test_extra_test_scores_every_model_of_each_claim(smoke):
+    workdir, first, rest, state = smoke
+    prefix = state["stages"]["data-extra-flickr_val"]["prefix"]
+    headers = [line for line in (first + rest).splitlines() if "BLEU flickr_val" in line]
+    assert [line.split(" | ")[0] for line in headers] == ["| init", "| size", "| size", "| system"]
+    claim_b = rows(rest, r"(mini|tiny) \(\d+ × \d+\)")
+    claim_c = [row for row in rows(rest, r"mini|tiny") if len(row) == 7]
+    claim_d = rows(rest, r"fairseq transformer, beam 5|diffusion.*|the same.*|distilled.*")
+    assert (len(claim_b), len(claim_c), len(claim_d)) == (2, 4, 4)
+    cells = [row[5] for row in rows(first, r"masked LM, then adapted|from scratch")]
+    cells += [row[6] for row in claim_b + claim_c + claim_d]
+    assert all(re.fullmatch(r"\d+\.\d\d", cell) for cell in cells), cells
+    # each decoding read the test set binarized with the run's dictionary, all of its lines
+    decodes = {key: run for key, run in state["stages"].items()
+               if key.startswith("generate-") and key.endswith("-extra-flickr_val")}
+    assert {"generate-tiny-pretrained-lb3-extra-flickr_val", "generate-tiny-scratch-lb3-extra-flickr_val",
+            "generate-transformer-tiny-extra-flickr_val"} <= set(decodes)
+    for key, run in decodes.items():
+        assert len(run["hypotheses"]) == 20 and run["command"].startswith("OMP_NUM_THREADS=1 ")
+        assert "data-bin/extra-flickr_val" + ("-raw" if "transformer" in key else "") + " " in run["command"]
+    assert prefix.endswith("val20") and (workdir / "data-bin" / "extra-flickr_val" / "dict.en.txt").is_file()
+
+
+def test_extra_test_names_one_pair_of_parallel_files(tmp_path):
+    (tmp_path / "t.de").write_text("a\nb\n")
+    (tmp_path / "t.en").write_text("a\n")
+    for text, message in ((f"{tmp_path}/t", "give NAME=PREFIX"), (f"x={tmp_path}/none", "none.de is not a file"),
+                          (f"x={tmp_path}/t", "t.de has 2 lines and")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            extra_test(text)
+    (tmp_path / "t.en").write_text("a\nb\n")
+    assert extra_test(f"held_out={tmp_path}/t") == f"held_out={tmp_path}/t"

@@ -12,7 +12,7 @@ from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.decoding_config import decoding_config
 from diffusion_plugin.modules.prompt_cache import PromptCache, target_features
 from diffusion_plugin.strategies import example_strategies
-from variants import MeasuredGenerator
+from benchmarks.variants import MeasuredGenerator
 
 STRATEGIES = example_strategies()
 

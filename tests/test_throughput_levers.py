@@ -14,7 +14,7 @@ from fairseq.modules.gelu import gelu as fairseq_gelu
 from helpers import training_cfg
 from diffusion_plugin.criterions.masked_diffusion import MaskedDiffusionCriterion
 from diffusion_plugin.models.diffusion_xlmr import gelu
-from variants import with_fairseq_gelu, with_per_row_prompts
+from benchmarks.variants import with_fairseq_gelu, with_per_row_prompts
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,0 +1,1 @@
+"""The benchmarks, each run from the repository root as ``python -m benchmarks.NAME``."""
