@@ -3,6 +3,7 @@
 import sys
 from dataclasses import fields
 
+import pytest
 from fairseq.tasks.translation import TranslationConfig
 
 from diffusion_plugin import options
