@@ -57,57 +57,47 @@ def fairseq_cli(name):
     return str(path) if path.exists() else shutil.which(name) or name
 
 
-MODEL_ARGS = {
-    "plugin": [
-        "--user-dir", str(USER_DIR),
-        "--task", "prompted_translation",
-        "--arch", "diffusion_xlmr_tiny",
-        "--criterion", "masked_diffusion",
-        "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
-    ],
-    "cmlm": [
-        "--task", "translation_lev", "--noise", "random_mask",
-        "--arch", "cmlm_transformer",
-        "--criterion", "nat_loss",
-        "--encoder-layers", "3", "--decoder-layers", "3",
-        "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-        "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
-        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-        "--share-all-embeddings", "--apply-bert-init",
-        "--encoder-learned-pos", "--decoder-learned-pos",
-        "--max-source-positions", "256", "--max-target-positions", "256",
-        "--pred-length-offset", "--length-loss-factor", "0.1",
-    ],
+BASELINES = {
+    "transformer": ["--task", "translation", "--arch", "transformer",
+                    "--criterion", "label_smoothed_cross_entropy"],
+    "cmlm": ["--task", "translation_lev", "--noise", "random_mask", "--arch", "cmlm_transformer",
+             "--criterion", "nat_loss", "--apply-bert-init", "--pred-length-offset",
+             "--length-loss-factor", "0.1"],
 }
-MODEL_ARGS["plugin_fp32"] = MODEL_ARGS["plugin"]
-MODEL_ARGS["transformer"] = [
-    "--task", "translation", "--arch", "transformer",
-    "--criterion", "label_smoothed_cross_entropy",
-    "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--share-all-embeddings", "--encoder-learned-pos", "--decoder-learned-pos",
-    "--max-source-positions", "256", "--max-target-positions", "256",
-]
+
+
+def baseline_args(arch, layers, dim, heads):
+    """fairseq-train options of fairseq's ``transformer`` or ``cmlm`` (cmlm_transformer) with
+    ``layers`` layers in the encoder and as many in the decoder, FFN 4 × ``dim``, shared
+    embeddings and 256 learned positions."""
+    shape = []
+    for side in ("encoder", "decoder"):
+        shape += [f"--{side}-layers", str(layers), f"--{side}-embed-dim", str(dim),
+                  f"--{side}-ffn-embed-dim", str(4 * dim), f"--{side}-attention-heads", str(heads),
+                  f"--{side}-learned-pos"]
+    return [*BASELINES[arch], *shape, "--share-all-embeddings",
+            "--max-source-positions", "256", "--max-target-positions", "256"]
+
+
+MODEL_ARGS = {  # the benchmarks' models of about 7M parameters
+    "plugin": [
+        "--user-dir", str(USER_DIR), "--task", "prompted_translation", "--arch", "diffusion_xlmr_tiny",
+        "--criterion", "masked_diffusion", "--num-diffusion-steps", "50", "--length-loss-factor", "0.1",
+    ],
+    "cmlm": baseline_args("cmlm", 3, 256, 4),
+    "transformer": baseline_args("transformer", 3, 256, 4),
+}
 
 
 def optimization_args(lr, max_tokens, warmup, minutes):
     """The fairseq-train settings every model of the benchmarks shares."""
     return [
-        "--source-lang", SRC, "--target-lang", TGT,
-        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-        "--clip-norm", "1.0", "--weight-decay", "0.01",
-        "--lr", str(lr), "--lr-scheduler", "inverse_sqrt",
-        "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07",
-        "--dropout", "0.1", "--label-smoothing", "0.1",
-        "--max-tokens", str(max_tokens),
-        "--stop-time-hours", f"{minutes / 60:.6g}",
-        "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple",
-        "--required-batch-size-multiple", "1",
+        "--source-lang", SRC, "--target-lang", TGT, "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+        "--clip-norm", "1.0", "--weight-decay", "0.01", "--lr", str(lr), "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", str(warmup), "--warmup-init-lr", "1e-07", "--dropout", "0.1",
+        "--label-smoothing", "0.1", "--max-tokens", str(max_tokens), "--stop-time-hours", f"{minutes / 60:.6g}",
+        "--seed", "1", "--cpu", "--num-workers", "0", "--log-format", "simple", "--required-batch-size-multiple", "1",
     ]
-
-
 
 
 # ------------------------------------------------------------------ running
@@ -131,10 +121,8 @@ class Runner:
         self.commit = described.stdout.strip() or None  # the code every run used
         if settings is not None:
             if self.state.get("settings", settings) != settings:
-                raise SystemExit(
-                    f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
-                    "pass another --workdir or remove it"
-                )
+                raise SystemExit(f"{self.workdir} holds a run with {self.state['settings']}, not {settings}; "
+                                 "pass another --workdir or remove it")
             if "settings" not in self.state:
                 with self.lock("state"):
                     self.reload()
@@ -237,17 +225,11 @@ class Runner:
         every = earlier + [this]
         progress_path.unlink(missing_ok=True)
         prefix = "".join(f"{k}={v} " for k, v in env.items())
-        return {
-            "command": f"{prefix}OMP_NUM_THREADS={threads} " + shlex.join(cmd),
-            "commit": self.commit,
-            **this,
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "invocations": len(every),
-            "wall_total_s": round(sum(i["wall_s"] for i in every), 1),
-            "cpu_total_s": round(sum(i["cpu_s"] for i in every), 1),
-            "shared": any(i["shared"] for i in every),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
+        return {"command": f"{prefix}OMP_NUM_THREADS={threads} " + shlex.join(cmd), "commit": self.commit, **this,
+                "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "invocations": len(every),
+                "wall_total_s": round(sum(i["wall_s"] for i in every), 1),
+                "cpu_total_s": round(sum(i["cpu_s"] for i in every), 1),
+                "shared": any(i["shared"] for i in every), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def output(self, name):
         """The output of the last invocation of run NAME (its log after the last header;
@@ -257,8 +239,10 @@ class Runner:
         return re.split(r"^# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*$", text, flags=re.M)[-1]
 
     def run_together(self, jobs):
-        """{name: cmd} run at the same time (each as :meth:`run`); {name: provenance}."""
-        with ThreadPoolExecutor(max(1, len(jobs))) as pool:
+        """{name: cmd} run at the same time (each as :meth:`run`), as many at once as the
+        machine has cores for their threads; {name: provenance}."""
+        at_once = max(1, (os.cpu_count() or 1) // self.threads)
+        with ThreadPoolExecutor(min(at_once, max(1, len(jobs)))) as pool:
             futures = {name: pool.submit(self.run, name, cmd) for name, cmd in jobs.items()}
             return {name: future.result() for name, future in futures.items()}
 
@@ -299,29 +283,36 @@ def encode_lines(spm_model, sources, destination):
 def prepare_translation(runner, raw, prompted, text, unprompted, template, vocab_size, workers=None):
     """Multi30k de->en binarized twice with one sentencepiece model and dictionary:
     prompted for the plugin (scripts/prepare_prompted.py, which trains the model, into
-    ``prompted``) and as plain pairs for fairseq's models (encoded into ``text``, then
-    fairseq-preprocess into ``unprompted``). Returns the runs' provenance."""
-    runs = {}
+    ``prompted``) and as plain pairs for fairseq's models (:func:`binarize_unprompted`).
+    Returns the runs' provenance."""
     workers = ["--workers", str(workers)] if workers else []
-    runs["prepare"] = runner.run("prepare", [
+    prepared = runner.run("prepare", [
         sys.executable, str(REPO / "scripts" / "prepare_prompted.py"),
         "--source-lang", SRC, "--target-lang", TGT,
         "--trainpref", str(raw / "train"), "--validpref", str(raw / "val"),
         "--testpref", str(raw / "test_2016_flickr"), "--template", template,
         "--vocab-size", str(vocab_size), "--destdir", str(prompted), *workers,
     ])
+    prefixes = {split: raw / name for split, name in RAW_SPLITS.items()}
+    unprompted_run = binarize_unprompted(runner, "preprocess_raw", prompted, prefixes, text, unprompted, workers)
+    return {"prepare": prepared, "preprocess_raw": unprompted_run}
+
+
+def binarize_unprompted(runner, name, prompted, prefixes, text, destination, workers=()):
+    """Raw parallel files ({split: PREFIX}, PREFIX.de and PREFIX.en) as plain pairs for fairseq's
+    models: encoded with the sentencepiece model of the prompted data directory ``prompted``
+    into ``text``, binarized with its dictionaries into ``destination``; the run's provenance."""
     text.mkdir(parents=True, exist_ok=True)
-    for split, name in RAW_SPLITS.items():
+    for split, prefix in prefixes.items():
         for lang in (SRC, TGT):
-            encode_lines(prompted / "sentencepiece.bpe.model", [raw / f"{name}.{lang}"],
+            encode_lines(prompted / "sentencepiece.bpe.model", [Path(f"{prefix}.{lang}")],
                          text / f"{split}.{lang}")
-    runs["preprocess_raw"] = runner.run("preprocess_raw", [
+    return runner.run(name, [
         fairseq_cli("fairseq-preprocess"), "--source-lang", SRC, "--target-lang", TGT,
-        "--trainpref", str(text / "train"), "--validpref", str(text / "valid"),
-        "--testpref", str(text / "test"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
-        "--tgtdict", str(prompted / f"dict.{TGT}.txt"), "--destdir", str(unprompted), *workers,
+        *[word for split in prefixes for word in (f"--{split}pref", str(text / split))],
+        "--srcdict", str(prompted / f"dict.{SRC}.txt"), "--tgtdict", str(prompted / f"dict.{TGT}.txt"),
+        "--destdir", str(destination), *workers,
     ])
-    return runs
 
 
 # ------------------------------------------------------------------ reading

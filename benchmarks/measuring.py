@@ -5,6 +5,8 @@ import os
 import platform
 import re
 import time
+import timeit
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -15,9 +17,8 @@ def load_model(data, checkpoint, split="test", **overrides):
 
     import diffusion_plugin  # noqa: F401  (its components, and the globals fairseq checkpoints hold)
 
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(checkpoint)], arg_overrides={"data": str(data), **overrides}
-    )
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
+                                                                    arg_overrides={"data": str(data), **overrides})
     task.load_dataset(split)
     return models[0].eval(), task
 
@@ -37,16 +38,9 @@ def build_generator(model_name, network, task, options, max_len_b=200):
                                  max_len_a=options.get("max_len_a", 0),
                                  max_len_b=options.get("max_len_b", max_len_b))
     if model_name == "cmlm":
-        return IterativeRefinementGenerator(
-            dictionary, models=[network], eos_penalty=0.0, adaptive=True, **options
-        )
+        return IterativeRefinementGenerator(dictionary, models=[network], eos_penalty=0.0, adaptive=True, **options)
     max_positions = min(task.max_positions(), network.max_positions())
     return MeasuredGenerator(dictionary, max_positions=max_positions, **options)
-
-
-def collate(task, indices):
-    dataset = task.dataset("test")
-    return dataset.collater([dataset[i] for i in indices])
 
 
 def test_batches(args, task):
@@ -54,48 +48,50 @@ def test_batches(args, task):
     dataset = task.dataset("test")
     count = min(len(dataset), args.test_lines or len(dataset))
     ordered = [int(i) for i in dataset.ordered_indices() if i < count]
-    chunks = [ordered[i:i + args.batch_size] for i in range(0, count, args.batch_size)]
     spread = list(range(0, count, max(1, count // args.flop_sentences)))[: args.flop_sentences]
-    flop_chunks = [spread[i:i + args.batch_size] for i in range(0, len(spread), args.batch_size)]
-    return (
-        [collate(task, [i]) for i in range(min(args.latency_sentences, count))],
-        [collate(task, chunk) for chunk in chunks],
-        [collate(task, chunk) for chunk in flop_chunks],
-    )
+
+    def collated(indices, size):
+        return [dataset.collater([dataset[i] for i in indices[start:start + size]])
+                for start in range(0, len(indices), size)]
+
+    return (collated(range(min(args.latency_sentences, count)), 1),
+            collated(ordered, args.batch_size), collated(spread, args.batch_size))
 
 
-
-class Precision:
+@contextmanager
+def precision(network, bf16):
     """Inside the block a diffusion model runs in fp32, or under bf16 autocast when
     ``bf16`` (its ``bf16_autocast`` option, which a checkpoint trained with --bf16-autocast has on)."""
-
-    def __init__(self, network, bf16):
-        self.network, self.bf16 = network, bf16
-        self.applies = hasattr(getattr(network, "cfg", None), "bf16_autocast")
-
-    def __enter__(self):
-        if self.applies:
-            self.saved = self.network.cfg.bf16_autocast
-            self.network.cfg.bf16_autocast = self.bf16
-
-    def __exit__(self, *exc):
-        if self.applies:
-            self.network.cfg.bf16_autocast = self.saved
+    cfg = getattr(network, "cfg", None)
+    if not hasattr(cfg, "bf16_autocast"):
+        yield
+        return
+    saved, cfg.bf16_autocast = cfg.bf16_autocast, bf16
+    try:
+        yield
+    finally:
+        cfg.bf16_autocast = saved
 
 
-def count_flops(generator, network, batches):
-    """FLOPs per sentence of decoding ``batches``: every matmul and attention, by shape."""
+def count_flops(step, items):
+    """FLOPs of ``step(item)`` for every item, summed: every matmul and attention (CPU flash
+    attention's forward and backward too), by shape, with torch's FlopCounterMode."""
     import torch
     from torch.utils import flop_counter
 
-    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs):
+    def forward(query, key, value, *args, out_shape=None, **kwargs):  # shapes, not tensors
         return flop_counter.sdpa_flop_count(query, key, value)
 
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
     with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        for sample in batches:
-            generator.generate([network], sample)
-    return counter.get_total_flops() / sum(int(s["nsentences"]) for s in batches)
+        for item in items:
+            step(item)
+    return counter.get_total_flops()
 
 
 def timed(generator, network, batches):
@@ -119,15 +115,9 @@ def matmul_peaks(threads, size=2048, repeats=5):
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         torch.matmul(a, b)
-        best = min(_time(lambda: torch.matmul(a, b)) for _ in range(repeats))
+        best = min(timeit.repeat(lambda: torch.matmul(a, b), number=1, repeat=repeats))
         peaks[name] = 2 * size**3 / best / 1e9
     return peaks
-
-
-def _time(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def measure(row, network, generator, batches, references, dictionary):
@@ -136,30 +126,29 @@ def measure(row, network, generator, batches, references, dictionary):
 
     latency_batches, throughput_batches, flop_batches = batches
     reset_peak_rss()
-    with Precision(network, row.bf16):
+    with precision(network, row.bf16):
         timed(generator, network, latency_batches[:1])
         latency_seconds, _ = timed(generator, network, latency_batches)
         seconds, hypotheses = timed(generator, network, throughput_batches)
-        flops = count_flops(generator, network, flop_batches)
+        flops = count_flops(lambda sample: generator.generate([network], sample), flop_batches)
+    sentences_per_second = len(hypotheses) / seconds
+    flops_per_sentence = flops / sum(int(sample["nsentences"]) for sample in flop_batches)
     result = {
         "latency_ms": 1000 * latency_seconds / len(latency_batches),
-        "sentences_per_second": len(hypotheses) / seconds,
+        "sentences_per_second": sentences_per_second,
+        "gflops_per_second": flops_per_sentence * sentences_per_second / 1e9,
+        "peak_rss_mib": peak_rss_mib(),
     }
-    result["gflops_per_second"] = flops * result["sentences_per_second"] / 1e9
-    result["peak_rss_mib"] = peak_rss_mib()
     if references is not None:
         texts = [dictionary.string(hypotheses[i], "sentencepiece") for i in sorted(hypotheses)]
         result["bleu"] = sacrebleu.corpus_bleu(texts, [[references[i] for i in sorted(hypotheses)]]).score
     return result
 
 
-
 def reset_peak_rss():
     """Start this process's resident-memory high-water mark afresh (Linux: clear_refs 5)."""
-    try:
+    with suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_mib():
@@ -170,14 +159,10 @@ def peak_rss_mib():
 
 
 def machine(threads):
+    """The CPU model, core and thread counts, torch's and Python's versions."""
     import torch
 
-    model_name = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        model_name = names[0] if names else model_name
-    return (f"{model_name}, {os.cpu_count()} logical CPUs, {threads} torch thread(s), "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
-
-
+    names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.exists() else []
+    return (f"{names[0] if names else platform.processor()}, {os.cpu_count()} logical CPUs, "
+            f"{threads} torch thread(s), torch {torch.__version__}, Python {platform.python_version()}")

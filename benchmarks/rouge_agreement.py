@@ -10,23 +10,16 @@ is called with ``preserve_line=True``: the text py-rouge tokenizes holds only
 """
 
 import argparse
-import importlib.util
 import json
 import os
+import runpy
+from types import SimpleNamespace
 
 import nltk
 from rouge import Rouge
 from rouge_score import rouge_scorer
 
 METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "diffusion_plugin", "metrics.py")
-
-
-def load_metrics():
-    """This checkout's diffusion_plugin/metrics.py alone (the package imports torch)."""
-    spec = importlib.util.spec_from_file_location("metrics", METRICS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class OfflineRouge(Rouge):
@@ -57,7 +50,7 @@ def main(argv=None):
         sources = f.read().splitlines()
     with open(os.path.join(args.data, "test.tgt"), encoding="utf-8") as f:
         references = f.read().splitlines()
-    metrics = load_metrics()
+    metrics = SimpleNamespace(**runpy.run_path(METRICS))  # this checkout's metrics.py alone (the package imports torch)
     py_rouge = OfflineRouge(["rouge-l"])
     stemmed = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rows = []

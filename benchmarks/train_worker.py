@@ -2,13 +2,12 @@
 """One training-throughput measurement, in its own process (bench_speed.py --mode throughput runs one
 per row, so that each row's peak memory is its own).
 
-Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does,
-runs ``--warmup`` updates, then times ``--updates`` updates of fairseq's
-``trainer.train_step``, then counts the FLOPs of ``--flop-updates`` more updates (every
-matmul and attention of their forwards and backwards, by shape, with torch's
-FlopCounterMode, per target token of those batches), and with
-``--profile`` records further updates with torch's profiler, sorted into where the time
-goes. Prints one JSON line.
+Builds fairseq's own Trainer from fairseq-train arguments, as fairseq_cli/train.py does, runs
+``--warmup`` updates, then times ``--updates`` updates of fairseq's ``trainer.train_step``, then
+counts the FLOPs of ``--flop-updates`` more updates (every matmul and attention of their forwards
+and backwards, by shape, with torch's FlopCounterMode, per target token of those batches), and
+with ``--profile`` records further updates with torch's profiler, sorted into where the time goes.
+Prints one JSON line.
 
     python -m benchmarks.train_worker --updates 20 --warmup 3 [--profile 5] [--variant V ...] -- FAIRSEQ-TRAIN-ARGS
 """
@@ -18,7 +17,9 @@ import json
 import logging
 import sys
 import time
+from collections import defaultdict
 
+from benchmarks.measuring import count_flops
 from benchmarks.variants import TRAINING_VARIANTS
 
 # op name -> category of the profile; the first pattern an op contains decides
@@ -35,6 +36,7 @@ CATEGORIES = (
                      "aten::fill_", "aten::zero_", "aten::ne", "aten::eq", "aten::lt", "aten::ge")),
 )
 REGIONS = ("data", "forward", "backward", "optimizer", "clip-grads")
+OVERHEAD = "Python and dispatch overhead"
 
 
 def build_trainer(train_args, variants=()):
@@ -44,8 +46,7 @@ def build_trainer(train_args, variants=()):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, input_args=train_args)
+    args = options.parse_args_and_arch(options.get_training_parser(), input_args=train_args)
     cfg = convert_namespace_to_omegaconf(args)
     utils.import_user_module(cfg.common)
     utils.set_torch_seed(cfg.common.seed)
@@ -54,10 +55,8 @@ def build_trainer(train_args, variants=()):
     model = task.build_model(cfg.model)
     for variant in variants:
         TRAINING_VARIANTS[variant](model)
-    criterion = task.build_criterion(cfg.criterion)
-    trainer = Trainer(cfg, task, model, criterion)
-    epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=False)
-    return trainer, epoch_itr, model
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    return trainer, trainer.get_train_iterator(epoch=1, load_dataset=False), model
 
 
 class Batches:
@@ -71,43 +70,22 @@ class Batches:
 
         with torch.autograd.profiler.record_function("data"):
             start = time.perf_counter()
-            while True:
+            sample = None
+            while not sample:
                 if self.itr is None or not self.itr.has_next():
                     self.itr = self.epoch_itr.next_epoch_itr(shuffle=True)
                 sample = next(self.itr)
-                if sample:
-                    break
             self.seconds += time.perf_counter() - start
         return sample
 
 
-def count_flops(trainer, samples):
-    """FLOPs of the forward and backward of one update per batch of ``samples`` (matmuls
-    and attention, by shape), summed."""
-    import torch
-    from torch.utils import flop_counter
-
-    aten = torch.ops.aten
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):  # shapes, not tensors
-        return flop_counter.sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
-               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        for sample in samples:
-            trainer.train_step([sample])
-    return counter.get_total_flops()
-
-
 def category(name):
-    for label, patterns in CATEGORIES:
-        if any(pattern in name for pattern in patterns):
-            return label
-    return "other ops"
+    """The profile's category of an op other than a region itself (CATEGORIES first)."""
+    if name.startswith(("autograd::engine", "torch::autograd")):
+        return "autograd engine"
+    if name.startswith(("aten::", "Optimizer")):
+        return next((label for label, patterns in CATEGORIES if any(p in name for p in patterns)), "other ops")
+    return OVERHEAD
 
 
 def region(event):
@@ -124,44 +102,32 @@ def profile(trainer, batches, updates):
     translation_lev, CMLM's task, labels neither in its train_step, so its forward and
     backward are "trainer (other)"); time inside a region but in no op is Python overhead."""
     import torch
-    from torch.profiler import ProfilerActivity
 
     start = time.perf_counter()
-    with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(updates):
             trainer.train_step([batches.next()])
     wall = time.perf_counter() - start
-    regions, categories = {}, {}
+    regions, categories = defaultdict(float), defaultdict(float)
     for event in prof.events():
-        seconds = event.self_cpu_time_total / 1e6
-        where = region(event)
-        if event.name in REGIONS:
-            label = "Python and dispatch overhead"
-        elif event.name.startswith("autograd::engine") or event.name.startswith("torch::autograd"):
-            label = "autograd engine"
-        elif event.name.startswith("aten::") or event.name.startswith("Optimizer"):
-            label = category(event.name)
-        else:
-            label = "Python and dispatch overhead"
-        regions[where] = regions.get(where, 0.0) + seconds
+        seconds, where = event.self_cpu_time_total / 1e6, region(event)
+        regions[where] += seconds
         if where not in ("data", "optimizer", "clip-grads"):
-            categories[label] = categories.get(label, 0.0) + seconds
+            categories[OVERHEAD if event.name in REGIONS else category(event.name)] += seconds
     regions["trainer (other)"] = wall - sum(v for k, v in regions.items() if k != "trainer (other)")
     return {"wall_seconds": wall, "updates": updates, "regions": regions, "forward_backward": categories}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=20, help="timed updates")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first")
-    parser.add_argument("--flop-updates", type=int, default=4,
-                        help="updates (batches) whose FLOPs are counted after the timed ones")
-    parser.add_argument("--profile", type=int, default=0, help="updates recorded by the profiler")
-    parser.add_argument("--variant", choices=sorted(TRAINING_VARIANTS), action="append", default=[],
-                        help="a slower variant of the plugin's model (benchmarks/variants.py); "
-                             "repeat for several")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="fairseq-train arguments")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--updates", type=int, default=20, help="timed updates")
+    add("--warmup", type=int, default=3, help="untimed updates first")
+    add("--flop-updates", type=int, default=4, help="updates (batches) whose FLOPs are counted after the timed ones")
+    add("--profile", type=int, default=0, help="updates recorded by the profiler")
+    add("--variant", choices=sorted(TRAINING_VARIANTS), action="append", default=[],
+        help="a slower variant of the plugin's model (benchmarks/variants.py); repeat for several")
+    add("train_args", nargs=argparse.REMAINDER, help="fairseq-train arguments")
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     logging.disable(logging.WARNING)
@@ -181,7 +147,7 @@ def main():
         losses.append(float(logs["loss"]) if logs else float("nan"))
     seconds = time.perf_counter() - start
     counted = [batches.next() for _ in range(args.flop_updates)]
-    flops = count_flops(trainer, counted)
+    flops = count_flops(lambda sample: trainer.train_step([sample]), counted)  # forwards and backwards
     result = {
         "target_tokens_per_second": tokens / seconds,
         "seconds_per_update": seconds / args.updates,

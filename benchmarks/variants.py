@@ -7,27 +7,21 @@ from fairseq.modules.gelu import gelu as fairseq_gelu
 from diffusion_plugin.diffusion_generator import DiffusionGenerator
 from diffusion_plugin.models.diffusion_xlmr import gelu
 
+# MeasuredGenerator's options, the default's value first
 LM_HEAD_POSITIONS = ("undecided", "target", "all")
-"""Where a decoding step runs the LM head (MeasuredGenerator's ``lm_head_positions``)."""
+"""Where each step runs the LM head and its softmax: the positions the strategy may still
+change, every target position or the whole sequence."""
 FINISHED = ("keep", "half", "drop")
-"""When finished canvases leave the batch (MeasuredGenerator's ``finished``)."""
+"""Finished canvases stay until the last one finishes, the unfinished ones go on alone once
+at least half of the batch has finished, or finished canvases leave at once."""
 LENGTH_CANDIDATES = ("auto", "one forward", "per slot")
-"""How the length candidates are batched (MeasuredGenerator's ``length_candidates``)."""
+"""All candidates in one batch up to ``ROWS_PER_FORWARD`` canvases, then one batch per
+candidate slot; always one batch; or always one per slot."""
 
 
 class MeasuredGenerator(DiffusionGenerator):
-    """DiffusionGenerator with the savings switched off one by one.
-
-    ``lm_head_positions``: where each step runs the LM head and its softmax: the
-    positions the strategy may still change (``undecided``, the default's), every target
-    position (``target``) or the whole sequence (``all``). ``finished``: finished
-    canvases stay until the last one finishes (``keep``, the default's), the unfinished
-    ones go on alone once at least half of the batch has finished (``half``) or finished
-    canvases leave at once (``drop``).
-    ``length_candidates``: all candidates in one batch up to ``ROWS_PER_FORWARD`` canvases,
-    then one batch per candidate slot (``auto``, the default's), always one batch
-    (``one forward``) or always one per slot (``per slot``).
-    """
+    """DiffusionGenerator with the savings switched off one by one (``lm_head_positions``,
+    ``finished``, ``length_candidates``: see LM_HEAD_POSITIONS, FINISHED, LENGTH_CANDIDATES)."""
 
     def __init__(self, tgt_dict, *args, lm_head_positions="undecided", finished="keep",
                  length_candidates="auto", **kwargs):
@@ -37,9 +31,7 @@ class MeasuredGenerator(DiffusionGenerator):
                                      ("length_candidates", length_candidates, LENGTH_CANDIDATES)):
             if value not in choices:
                 raise ValueError(f"{name} {value!r}: choose from {choices}")
-        self.lm_head_positions = lm_head_positions
-        self.finished = finished
-        self.length_candidates = length_candidates
+            setattr(self, name, value)
 
     def candidate_groups(self, candidates, batch_size):
         if self.length_candidates == "per slot":
@@ -54,14 +46,10 @@ class MeasuredGenerator(DiffusionGenerator):
         return super().leave_batch(done)
 
     def head_positions(self, tokens, decodable):
-        if self.lm_head_positions == "undecided":
-            return super().head_positions(tokens, decodable)
-        return decodable
+        return super().head_positions(tokens, decodable) if self.lm_head_positions == "undecided" else decodable
 
     def step_logits(self, model, canvases, head_positions):
-        if self.lm_head_positions == "all" and not (
-            self.decoding.guidance_scale > 0 or self.decoding.prompt_cache
-        ):
+        if self.lm_head_positions == "all" and not (self.decoding.guidance_scale > 0 or self.decoding.prompt_cache):
             logits = model.logits(canvases.tokens, None, canvases.prompt_lengths)[head_positions]
             return logits, canvases.cache
         return super().step_logits(model, canvases, head_positions)
@@ -82,11 +70,7 @@ def with_per_row_prompts(model):
     target, and the joint length head from a prompt-only pass of its own, as under full
     attention (in place)."""
     forward = model.forward
-
-    def per_row(*args, prompt_rows=None, **kwargs):
-        return forward(*args, **kwargs)
-
-    model.forward = per_row
+    model.forward = lambda *args, prompt_rows=None, **kwargs: forward(*args, **kwargs)
     return model
 
 

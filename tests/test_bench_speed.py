@@ -78,8 +78,7 @@ def test_levers_smoke_measures_every_model_and_each_lever_against_its_baseline(t
     if not MULTI30K.is_dir() or not mmlu.is_dir():
         pytest.skip(f"the shared Multi30k corpus or MMLU 2-shot is not at {MULTI30K.parent}")
     result = subprocess.run(
-        [str(BIN / "python"), "-m", "benchmarks.bench_speed", "--smoke", "--workdir", str(tmp_path),
-         "--from-workdir", str(tmp_path / "nothing")],
+        [str(BIN / "python"), "-m", "benchmarks.bench_speed", "--smoke", "--workdir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,6 +1,5 @@
 """prepare_prompted.py -> fairseq-train -> fairseq-generate (BLEU) -> fairseq-interactive."""
 
-import json
 import re
 import sys
 
@@ -168,27 +167,3 @@ def test_python_interface_matches_interactive(trained):
     assert detokenized == [outputs[0][0]["text"], outputs[1][0]["text"]]
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         from_pretrained(str(save_dir), "missing.pt", data_name_or_path=str(data))
-
-
-def test_decoding_sweep_writes_both_tables_and_the_plot(trained, tmp_path):
-    data, save_dir = trained
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    write_reversal_corpus(raw, sizes=(("train", 400), ("valid", 20), ("test", 20)))
-    out = tmp_path / "sweep"
-    run(
-        [
-            sys.executable, "-m", "benchmarks.decoding_sweep", "--checkpoint", str(save_dir / "checkpoint_last.pt"),
-            "--data", str(data), "--references", str(raw / "test.tgt"), "--source-lang", "src",
-            "--target-lang", "tgt", "--test-lines", "6", "--steps", "1", "3",
-            "--strategies", "mask-predict", "threshold0.9+margin", "reparam-cond-deterministic-linear+guidance0.5",
-            "--length-beams", "1", "2", "--length-steps", "2", "--threads", "1", "--out-dir", str(out),
-        ]
-    )
-    results = json.loads((out / "results.json").read_text())
-    assert len(results["strategies"]) == 6 and len(results["lengths"]) == 2
-    assert all(0 <= row["bleu"] <= 100 and row["sentences_per_s"] > 0 for row in results["strategies"])
-    assert all(row["mean_steps"] <= row["steps"] for row in results["strategies"])
-    markdown = (out / "results.md").read_text()
-    assert "`threshold0.9+margin`" in markdown and "| 2 |" in markdown
-    assert (out / "bleu_vs_steps.png").read_bytes()[:4] == b"\x89PNG"

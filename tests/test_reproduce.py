@@ -9,12 +9,12 @@ import sys
 
 import pytest
 from helpers import BIN, ROOT
-from benchmarks.reproduce import Pipeline, bold_ratio, extra_test
+from benchmarks.reproduce import SAMPLERS, Pipeline, bold_ratio, extra_test
 
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 # a ratio in bold, or a bold dash where the baseline scored 0 BLEU (a toy run on a fast machine can)
 RATIO = r"\*\*([\d.]+×|—)\*\*"
-pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 40 fairseq runs
+pytestmark = pytest.mark.slow  # every claim's stages at toy sizes: about 130 fairseq runs
 
 
 def reproduce(workdir, *claims):
@@ -52,7 +52,7 @@ def smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reproduce")
     extra = slice_of_val(tmp_path_factory.mktemp("extra"))
     first = reproduce(workdir, "a", "--extra-test", f"flickr_val={extra}")
-    rest = reproduce(workdir, "b", "c", "d", "--distill", "--train-first", "mlm-mini",
+    rest = reproduce(workdir, "b", "c", "d", "e", "--distill", "--train-first", "mlm-micro",
                      "length-mini-pretrained", "--extra-test", f"flickr_val={extra}")
     state = json.loads((workdir / "state.json").read_text())
     return workdir, first, rest, state
@@ -67,9 +67,9 @@ def test_claim_a_compares_pretrained_and_scratch_on_the_same_batches(smoke):
     assert re.search(r"Pretrained \+ adapted / from scratch on test2016: " + RATIO, output)
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in output
     # only the pretrained run read the masked LM; both made the same updates
-    pretrained = (workdir / "logs" / "adapt-tiny-pretrained.log").read_text()
-    scratch = (workdir / "logs" / "adapt-tiny-scratch.log").read_text()
-    assert re.search(r"initialised from .*mlm-tiny/checkpoint_last\.pt", pretrained)
+    pretrained = (workdir / "logs" / "adapt-mini-pretrained.log").read_text()
+    scratch = (workdir / "logs" / "adapt-mini-scratch.log").read_text()
+    assert re.search(r"initialised from .*mlm-mini/checkpoint_last\.pt", pretrained)
     assert "initialised from" not in scratch
     assert table[0][2] == table[1][2]
     wpb = re.compile(r"\| train \| epoch \d+ \|.*?wpb ([\d.]+)")
@@ -79,40 +79,91 @@ def test_claim_a_compares_pretrained_and_scratch_on_the_same_batches(smoke):
 def test_every_run_records_its_command_and_whether_it_shared_the_machine(smoke):
     _, _, _, state = smoke
     trainings = [key for key in state["stages"] if key.split("-")[0] in
-                 ("mlm", "adapt", "length", "transformer")]
-    assert {"mlm-tiny", "mlm-mini", "adapt-tiny-pretrained", "adapt-tiny-scratch",
-            "length-tiny-pretrained", "transformer-tiny"} <= set(trainings)
+                 ("mlm", "adapt", "length", "transformer", "cmlm")]
+    assert {"mlm-mini", "mlm-micro", "mlm-tiny", "adapt-mini-pretrained", "adapt-mini-scratch",
+            "adapt-mini-mlm10", "adapt-mini-converged", "length-mini-pretrained", "length-mini-converged",
+            "transformer-mini", "cmlm-mini", "transformer-mini-converged"} <= set(trainings)
     for key in trainings:
         run = state["stages"][key]
         assert run["command"].startswith("OMP_NUM_THREADS=1 ")
         assert run["wall_s"] > 0 and run["cpu_s"] > 0 and isinstance(run["shared"], bool)
 
 
-def test_claims_b_c_d_tables(smoke):
-    _, _, output, state = smoke
-    sizes = rows(output, r"(mini|tiny) \(\d+ × \d+\)")
-    assert [row[0].split()[0] for row in sizes] == ["mini", "tiny"]  # ordered by parameters
-    assert float(sizes[0][1][:-1]) < float(sizes[1][1][:-1])
-    beams = rows(output, r"mini|tiny")  # claim c's two tables: BLEU, then the length analysis
+def test_claim_b_scales_with_pretraining_compute_and_size(smoke):
+    workdir, _, output, state = smoke
+    compute = rows(output, r"\d+( \(from scratch\))?")
+    assert [row[0] for row in compute] == ["0 (from scratch)", "10", "30"]  # --smoke's points
+    assert all(len(row) == 6 for row in compute) and compute[0][1] == "0.00"
+    # each point adapts from the masked LM's checkpoint kept at that update, the last from its end
+    stages = state["stages"]
+    assert re.search(r"--pretrained-mlm \S+/mlm-mini/checkpoint_\d+_10\.pt", stages["adapt-mini-mlm10"]["command"])
+    assert "--pretrained-mlm" not in stages["adapt-mini-scratch"]["command"]
+    sizes = rows(output, r"(micro|mini|tiny) \(\d+ × \d+\)")
+    assert [row[0].split()[0] for row in sizes] == ["micro", "mini", "tiny"]  # ordered by parameters
+    assert all(len(row) == 8 and row[2] == "20" for row in sizes)
+    # every size's masked LM on the first size's schedule (--total-num-update), stopped at 20 updates
+    for size in ("micro", "tiny"):
+        command = stages[f"mlm-{size}"]["command"]
+        assert "--total-num-update 30" in command and "--max-update 20" in command
+    assert "--total-num-update 30" in stages["mlm-mini"]["command"]
+    for picture in ("scaling_compute.png", "scaling_size.png", "samplers.png", "time_to_quality.png"):
+        assert (workdir / picture).stat().st_size > 0 and f"(img/{picture})" in output
+
+
+def test_claim_c_compares_length_beams_with_the_oracle_length(smoke):
+    _, _, output, _ = smoke
+    beams = rows(output, r"mini")  # claim c's two tables: BLEU, then the length analysis
     headers = [line for line in output.splitlines() if line.startswith("| size | candidate")]
     assert "| LB 1 | LB 3 | oracle length |" in headers[0]  # --smoke: length beams 1 and 3
     assert "| length error LB 1 | length error LB 3 |" in headers[1]
     assert "LB 3, the candidate nearest the reference length" in headers[1]
-    assert [(row[0], row[1]) for row in beams] == [
-        (size, selection) for size in ("tiny", "mini") for selection in ("score", "joint")] * 2
-    assert [len(row) for row in beams] == [7] * 4 + [6] * 4  # the first with BLEU flickr_val (LB 3)
-    assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[4:] for cell in row[2:4])
+    assert [row[1] for row in beams] == ["score", "joint"] * 2
+    assert [len(row) for row in beams] == [7] * 2 + [6] * 2  # the first with BLEU flickr_val (LB 3)
+    assert all(re.fullmatch(r"[+-][\d.]+", cell) for row in beams[2:] for cell in row[2:4])
+
+
+def test_claim_d_at_equal_time_and_at_convergence(smoke):
+    _, _, output, state = smoke
     systems = rows(output, r"diffusion \(masked LM, then adapted\)|the same, `--collapse-repeats`|"
-                           r"distilled track .*|fairseq transformer, beam 5")
-    assert len(systems) == 4 and all(len(row) == 12 for row in systems)
-    assert systems[2][0].startswith("distilled track (not the paper's)")
+                           r"distilled track .*|fairseq (transformer|cmlm_transformer), .*|converged: .*")
+    assert [row[0][:24] for row in systems] == [
+        "diffusion (masked LM, th", "the same, `--collapse-re", "distilled track (not the",
+        "fairseq transformer, bea", "fairseq cmlm_transformer", "converged: diffusion (ma",
+        "converged: fairseq trans"]
+    assert all(len(row) == 12 for row in systems)
     assert re.search(r"`python -m benchmarks\.reproduce --smoke --distill --extra-test flickr_val=\S+ --claim d`",
                      output)
-    assert re.search(r"Diffusion / autoregressive BLEU on test2016 at equal training time", output)
-    assert "### Training curves" in output and "### Examples (test2016)" in output
-    # the transformer trained for the (from-scratch) adaptation's CPU time (--stop-time-hours)
-    seconds = state["stages"]["adapt-tiny-scratch"]["cpu_total_s"]
-    assert f"--stop-time-hours {seconds / 3600:.6f}" in state["stages"]["transformer-tiny"]["command"]
+    # a ratio over a baseline of 0 BLEU (a toy run can) names the baseline in brackets
+    assert re.search(r"at equal training time: " + RATIO + r"( \([^)]*\))?; at convergence: " + RATIO, output)
+    assert "### Time to quality" in output and "### Examples (test2016)" in output
+    stages = state["stages"]
+    # fairseq's models of equal time trained for the (from-scratch) adaptation's CPU time
+    seconds = stages["adapt-mini-scratch"]["cpu_total_s"]
+    for key in ("transformer-mini", "cmlm-mini"):
+        assert f"--stop-time-hours {seconds / 3600:.6f}" in stages[key]["command"]
+    assert "--arch cmlm_transformer" in stages["cmlm-mini"]["command"]
+    # the converged runs: validation BLEU, patience, the best checkpoint
+    for key, decoding in (("adapt-mini-converged", '"oracle_length": true'),
+                          ("transformer-mini-converged", '"beam": 5')):
+        command = stages[key]["command"]
+        assert "--patience 2 " in command and "--best-checkpoint-metric bleu" in command and decoding in command
+    assert "adapt-mini-converged/checkpoint_best.pt" in stages["length-mini-converged"]["command"]
+    curves = rows(output, r"(adapt|transformer)-mini-converged")
+    assert [row[0] for row in curves] == ["adapt-mini-converged", "transformer-mini-converged"]
+    assert all(re.fullmatch(r"[\d.]+ min: [\d.]+", row[1]) for row in curves)
+
+
+def test_claim_e_decodes_with_every_sampler_at_every_step_count(smoke):
+    _, _, output, state = smoke
+    samplers = rows(output, r"`[\w.-]+`")
+    assert [(row[0].strip("`"), row[1]) for row in samplers] == [
+        (strategy, "3") for strategy in SAMPLERS]  # --smoke's steps
+    assert all(len(row) == 9 and re.fullmatch(r"[\d.]+%", row[5])
+               and re.fullmatch(r"alone|shared \(generate-.*\)", row[8]) for row in samplers)
+    assert len(rows(output, r"fairseq transformer \(converged\), beam 5")) == 1
+    for strategy in SAMPLERS:
+        command = state["stages"][f"generate-mini-converged-lb3-{strategy}-K3-test"]["command"]
+        assert command.endswith(f"--decoding-strategy {strategy} --iter-decode-max-iter 3")
 
 
 def test_a_ratio_over_a_zero_baseline_names_the_baseline_instead_of_printing_inf():
@@ -147,7 +198,8 @@ def test_a_run_sums_the_invocations_stopped_before_it(tmp_path):
     assert run["command"].startswith("OMP_NUM_THREADS=1 ")
 
 
-@pytest.mark.parametrize("stage", ["mlm-huge", "adapt-tiny", "length-mini-warm", "transformer-tiny-scratch"])
+@pytest.mark.parametrize("stage", ["mlm-huge", "adapt-tiny", "length-mini-warm", "transformer-tiny-scratch",
+                                   "cmlm-mini-converged", "adapt-mini-mlm"])
 def test_train_first_names_a_training_stage(stage):
     result = subprocess.run(
         [str(BIN / "python"), "-m", "benchmarks.reproduce", "--train-first", stage],
@@ -160,40 +212,44 @@ def test_train_first_names_a_training_stage(stage):
 def test_the_distilled_track_adapts_the_masked_lm_on_the_transformers_translations(smoke):
     workdir, _, output, state = smoke
     assert re.search(r"Distilled track / autoregressive: " + RATIO, output)
-    stage = state["stages"]["distill-tiny"]
+    stage = state["stages"]["distill-mini"]
     assert stage["pairs"] == 1000 and stage["command"].startswith("OMP_NUM_THREADS=1 ")
-    translations = state["stages"]["generate-transformer-tiny-train"]["hypotheses"]
+    translations = state["stages"]["generate-transformer-mini-train"]["hypotheses"]
     assert len(translations) == 1000
-    targets = (workdir / "text" / "distill-tiny" / "train.en").read_text(encoding="utf-8").splitlines()
+    targets = (workdir / "text" / "distill-mini" / "train.en").read_text(encoding="utf-8").splitlines()
     references = (MULTI30K / "train.en").read_text(encoding="utf-8").splitlines()[:1000]
     assert [t == (translations[str(i)] if translations[str(i)].strip() else references[i])
             for i, t in enumerate(targets)] == [True] * 1000
     assert stage["changed"] == sum(t != r for t, r in zip(targets, references)) > 0
-    adaptation = state["stages"]["adapt-tiny-distilled"]["command"]
-    assert "data-bin/de-en-distilled-tiny" in adaptation and "--pretrained-mlm" in adaptation
-    assert "data-bin/de-en-distilled-tiny" in state["stages"]["length-tiny-distilled"]["command"]
+    adaptation = state["stages"]["adapt-mini-distilled"]["command"]
+    assert "data-bin/de-en-distilled-mini" in adaptation and "--pretrained-mlm" in adaptation
+    assert "data-bin/de-en-distilled-mini" in state["stages"]["length-mini-distilled"]["command"]
 
 
 def test_extra_test_scores_every_model_of_each_claim(smoke):
     workdir, first, rest, state = smoke
     prefix = state["stages"]["data-extra-flickr_val"]["prefix"]
     headers = [line for line in (first + rest).splitlines() if "BLEU flickr_val" in line]
-    assert [line.split(" | ")[0] for line in headers] == ["| init", "| size", "| size", "| system"]
-    claim_b = rows(rest, r"(mini|tiny) \(\d+ × \d+\)")
-    claim_c = [row for row in rows(rest, r"mini|tiny") if len(row) == 7]
-    claim_d = rows(rest, r"fairseq transformer, beam 5|diffusion.*|the same.*|distilled.*")
-    assert (len(claim_b), len(claim_c), len(claim_d)) == (2, 4, 4)
+    assert [line.split(" | ")[0] for line in headers] == [
+        "| init", "| masked-LM updates", "| size", "| size", "| system", "| sampler (`--decoding-strategy`)"]
+    claim_b = rows(rest, r"\d+( \(from scratch\))?|(micro|mini|tiny) \(\d+ × \d+\)")
+    claim_c = [row for row in rows(rest, r"mini") if len(row) == 7]
+    claim_d = rows(rest, r"fairseq (transformer|cmlm_transformer), .*|diffusion.*|the same.*|distilled.*|converged: .*")
+    claim_e = rows(rest, r"`[\w.-]+`|fairseq transformer \(converged\), beam 5")
+    assert (len(claim_b), len(claim_c), len(claim_d), len(claim_e)) == (6, 2, 7, 7)
     cells = [row[5] for row in rows(first, r"masked LM, then adapted|from scratch")]
-    cells += [row[6] for row in claim_b + claim_c + claim_d]
+    cells += [row[4] for row in claim_b[:3]] + [row[6] for row in claim_b[3:] + claim_c + claim_d]
+    cells += [row[3] for row in claim_e]
     assert all(re.fullmatch(r"\d+\.\d\d", cell) for cell in cells), cells
     # each decoding read the test set binarized with the run's dictionary, all of its lines
     decodes = {key: run for key, run in state["stages"].items()
                if key.startswith("generate-") and key.endswith("-extra-flickr_val")}
-    assert {"generate-tiny-pretrained-lb3-extra-flickr_val", "generate-tiny-scratch-lb3-extra-flickr_val",
-            "generate-transformer-tiny-extra-flickr_val"} <= set(decodes)
+    assert {"generate-mini-pretrained-lb3-extra-flickr_val", "generate-mini-scratch-lb3-extra-flickr_val",
+            "generate-transformer-mini-extra-flickr_val", "generate-cmlm-mini-extra-flickr_val"} <= set(decodes)
     for key, run in decodes.items():
         assert len(run["hypotheses"]) == 20 and run["command"].startswith("OMP_NUM_THREADS=1 ")
-        assert "data-bin/extra-flickr_val" + ("-raw" if "transformer" in key else "") + " " in run["command"]
+        raw = "-raw" if "transformer" in key or "cmlm" in key else ""
+        assert f"data-bin/extra-flickr_val{raw} " in run["command"]
     assert prefix.endswith("val20") and (workdir / "data-bin" / "extra-flickr_val" / "dict.en.txt").is_file()
 
 
