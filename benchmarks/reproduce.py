@@ -97,7 +97,7 @@ def get_parser():
         help="keep the masked LM's checkpoint of every N-th update (checkpoint_*_N.pt)")
     add("--scaling-points", type=int, nargs="+", default=[0, 4000, 8000, 16000, 40000],
         help="claim b: masked-LM updates the first size adapts from (0: from scratch)")
-    add("--size-mlm-updates", type=int, default=10000,
+    add("--size-mlm-updates", type=int, default=8000,
         help="claim b: every size adapts from its masked LM at this update (the same learning-rate "
         "schedule as the first size's, so the sizes differ in nothing else)")
     add("--adapt-updates", type=int, default=4000)
