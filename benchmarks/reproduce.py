@@ -116,7 +116,7 @@ def get_parser():
     add("--iter-decode-max-iter", type=int, default=10)
     add("--length-beams", type=int, nargs="+", default=[1, 3, 5, 10])
     add("--sampler-steps", type=int, nargs="+", default=[10, 50], help="claim e: steps of every sampler")
-    add("--samplers", nargs="+", default=SAMPLERS, help="claim e: --decoding-strategy values")
+    add("--samplers", nargs="+", default=SAMPLERS, type=sampler, help="claim e: --decoding-strategy values")
     add("--speed-sentences", type=int, default=100, help="test sentences decoded for the batch-size-1 latency")
     add("--doc", type=Path, default=REPO / "docs" / "REPRODUCTION.md",
         help="where the tables are written (each claim its own section)")
@@ -145,6 +145,17 @@ def stage_name(text):
             f"{text!r} is not a training stage; use mlm-SIZE, adapt-SIZE-INIT, length-SIZE-INIT, "
             f"transformer-SIZE[-converged] or cmlm-SIZE with SIZE one of {', '.join(SIZES)} and INIT "
             "one of pretrained, scratch, distilled, converged, mlmN")
+    return text
+
+
+def sampler(text):
+    """A --decoding-strategy value the plugin's strategy registry accepts; returns ``text``."""
+    from diffusion_plugin.strategies import ReverseStrategy
+
+    try:
+        ReverseStrategy.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -994,6 +1005,11 @@ def main(args):
         for name, value in SMOKE.items():
             if name != "lines" and getattr(args, name) == get_parser().get_default(name):
                 setattr(args, name, value)
+    kept = [n for n in [*args.scaling_points, args.size_mlm_updates] if n not in (0, args.mlm_updates)]
+    if any(n % args.mlm_keep_every or n > args.mlm_updates for n in kept):
+        raise SystemExit(f"--scaling-points {' '.join(map(str, args.scaling_points))} and --size-mlm-updates "
+                         f"{args.size_mlm_updates}: each needs a kept masked-LM checkpoint, a multiple of "
+                         f"--mlm-keep-every {args.mlm_keep_every} up to --mlm-updates {args.mlm_updates} (or 0)")
     pipe = Pipeline(args)
     raw = find_data(args.data, [f"mono/train.{lang}" for lang in (SRC, TGT)])
     with tempfile.TemporaryDirectory() as slices:

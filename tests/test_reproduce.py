@@ -262,3 +262,16 @@ def test_extra_test_names_one_pair_of_parallel_files(tmp_path):
             extra_test(text)
     (tmp_path / "t.en").write_text("a\nb\n")
     assert extra_test(f"held_out={tmp_path}/t") == f"held_out={tmp_path}/t"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--samplers", "bogus"], "argument --samplers: --decoding-strategy 'bogus' is not understood"),
+    (["--scaling-points", "0", "3000"], "each needs a kept masked-LM checkpoint, a multiple of --mlm-keep-every 2000"),
+])
+def test_samplers_and_scaling_points_are_checked_before_anything_runs(options, message, tmp_path):
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "benchmarks.reproduce", *options, "--workdir", str(tmp_path / "work"), "--claim"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "work").exists()
