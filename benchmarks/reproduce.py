@@ -206,10 +206,9 @@ def prepare_data(pipe, raw):
     encode_lines(spm_model, corpus, text / "mono.train")
     encode_lines(spm_model, [raw / f"val.{lang}" for lang in (SRC, TGT)], text / "mono.valid")
     runs["preprocess_mono"] = pipe.run("preprocess_mono", [
-        fairseq_cli("fairseq-preprocess"), "--only-source",
-        "--trainpref", str(text / "mono.train"), "--validpref", str(text / "mono.valid"),
-        "--srcdict", str(prompted / f"dict.{SRC}.txt"), "--destdir", str(mono),
-    ])
+        fairseq_cli("fairseq-preprocess"), "--only-source", "--trainpref", str(text / "mono.train"),
+        "--validpref", str(text / "mono.valid"), "--srcdict", str(prompted / f"dict.{SRC}.txt"),
+        "--destdir", str(mono)])
     runs["mlm_corpus"] = {
         "files": [str(path) for path in corpus],
         "lines": sum(1 for path in corpus for _ in open(path, encoding="utf-8")),
@@ -226,8 +225,7 @@ def prompted_with_main_vocabulary(pipe, key, destdir, **prefixes):
         sys.executable, str(REPO / "scripts" / "prepare_prompted.py"), "--source-lang", SRC, "--target-lang", TGT,
         *[word for name, prefix in prefixes.items() for word in (f"--{name}", str(prefix))],
         "--template", TEMPLATE, "--spm-model", str(prompted / "sentencepiece.bpe.model"),
-        "--dict", str(prompted / f"dict.{TGT}.txt"), "--force", "--destdir", str(destdir),
-    ])
+        "--dict", str(prompted / f"dict.{TGT}.txt"), "--force", "--destdir", str(destdir)])
 
 
 def prepare_extra_test(pipe, name, prefix):
@@ -313,20 +311,18 @@ def train_mlm(pipe, size_name):
     if pipe.claim(key):
         args = pipe.args
         updates = args.mlm_updates if size_name == args.sizes[0] else args.size_mlm_updates
-        cmd = [
-            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "mono"),
-            "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
-            "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "roberta",
-            *shape_args(pipe.sizes[size_name]), "--max-positions", "256",
-            "--tokens-per-sample", "128", "--sample-break-mode", "complete",
-            "--dropout", "0.1", "--attention-dropout", "0.1",
-            *optimizer_args(args.mlm_lr, updates, args.seed, args.mlm_updates),
-            "--max-tokens", str(args.mlm_max_tokens),
-            "--save-interval-updates", "10" if args.smoke else "250", "--keep-interval-updates", "1",
-            "--keep-interval-updates-pattern", str(args.mlm_keep_every),
-            "--validate-interval-updates", "10" if args.smoke else "1000",
-            "--skip-invalid-size-inputs-valid-test", "--save-dir", str(save_dir),
-        ]
+        cmd = [fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "mono"),
+               "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
+               "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "roberta",
+               *shape_args(pipe.sizes[size_name]), "--max-positions", "256",
+               "--tokens-per-sample", "128", "--sample-break-mode", "complete",
+               "--dropout", "0.1", "--attention-dropout", "0.1",
+               *optimizer_args(args.mlm_lr, updates, args.seed, args.mlm_updates),
+               "--max-tokens", str(args.mlm_max_tokens),
+               "--save-interval-updates", "10" if args.smoke else "250", "--keep-interval-updates", "1",
+               "--keep-interval-updates-pattern", str(args.mlm_keep_every),
+               "--validate-interval-updates", "10" if args.smoke else "1000",
+               "--skip-invalid-size-inputs-valid-test", "--save-dir", str(save_dir)]
         run = pipe.run(key, cmd)
         last = (validations(pipe.workdir / "logs" / f"{key}.log") or [{}])[-1]
         pipe.record(key, {**run, **{f"valid_{name}": value for name, value in last.items()}})
@@ -401,14 +397,12 @@ def train_length(pipe, size_name, init):
     if pipe.claim(key):
         args = pipe.args
         denoiser = pipe.workdir / "checkpoints" / f"adapt-{size_name}-{init}"
-        cmd = [
-            *plugin_training(pipe, size_name, init), "--length-predictor", "separate",
-            "--criterion", "length_prediction", "--finetune-from-model",
-            str(denoiser / ("checkpoint_best.pt" if init == "converged" else "checkpoint_last.pt")),
-            *optimizer_args(1e-3, args.length_updates, args.seed), "--disable-validation",
-            "--save-interval-updates", str(max(10, args.length_updates // 4)), "--keep-interval-updates", "1",
-            "--save-dir", str(save_dir), *shlex.split(args.adapt_args),
-        ]
+        cmd = [*plugin_training(pipe, size_name, init), "--length-predictor", "separate",
+               "--criterion", "length_prediction", "--finetune-from-model",
+               str(denoiser / ("checkpoint_best.pt" if init == "converged" else "checkpoint_last.pt")),
+               *optimizer_args(1e-3, args.length_updates, args.seed), "--disable-validation",
+               "--save-interval-updates", str(max(10, args.length_updates // 4)), "--keep-interval-updates", "1",
+               "--save-dir", str(save_dir), *shlex.split(args.adapt_args)]
         pipe.record(key, pipe.run(key, cmd))
     return save_dir / "checkpoint_last.pt"
 
@@ -421,18 +415,16 @@ def train_baseline(pipe, arch, size_name, seconds=None):
     if pipe.claim(key):
         size, args = pipe.sizes[size_name], pipe.args
         half, interval = max(1, size["layers"] // 2), "10" if args.smoke else "250"
-        cmd = [
-            fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en-raw"),
-            "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
-            "-s", SRC, "-t", TGT, *baseline_args(arch, half, size["dim"], size["heads"]),
-            "--dropout", "0.1", "--label-smoothing", "0.1",
-            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
-            "--weight-decay", "0.01", "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", "40" if args.smoke else "1000", "--warmup-init-lr", "1e-07",
-            "--max-tokens", "4096", "--seed", str(args.seed), "--cpu", "--num-workers", "0",
-            "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
-            "--save-dir", str(save_dir),
-        ]
+        cmd = [fairseq_cli("fairseq-train"), str(pipe.workdir / "data-bin" / "de-en-raw"),
+               "--user-dir", str(USER_DIR),  # only for loading checkpoints under torch >= 2.6
+               "-s", SRC, "-t", TGT, *baseline_args(arch, half, size["dim"], size["heads"]),
+               "--dropout", "0.1", "--label-smoothing", "0.1",
+               "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "1.0",
+               "--weight-decay", "0.01", "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt",
+               "--warmup-updates", "40" if args.smoke else "1000", "--warmup-init-lr", "1e-07",
+               "--max-tokens", "4096", "--seed", str(args.seed), "--cpu", "--num-workers", "0",
+               "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
+               "--save-dir", str(save_dir)]
         if seconds:
             cmd += ["--stop-time-hours", f"{seconds / 3600:.6f}", "--save-interval-updates", interval,
                     "--keep-interval-updates", "1", "--validate-interval-updates", interval]
